@@ -30,7 +30,7 @@ class Command:
 
 
 COMMANDS: list[Command] = [
-    Command("demo", "bundled recording -> mesh + report + preview image", None, "#2 (foundation) and #3"),
+    Command("demo", "bundled recording -> mesh + report + preview image", "app.commands.demo", "#2, #3"),
     Command("replay", "replay a recording (.bag/.db3/folder) through the fusion pipeline", None, "#3 non-rigid fusion core"),
     Command("record", "record from a connected RealSense to .db3", None, "#2 foundation"),
     Command("devices", "list connected RealSense devices", None, "#2 foundation"),

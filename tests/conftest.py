@@ -9,7 +9,9 @@ import pytest
 
 from fusion.paths import shared_data_dir
 
-os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+# Plain widgets run offscreen; under Xvfb (make test) DISPLAY is set and GL views get a real X server.
+if not os.environ.get("DISPLAY"):
+    os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 
 
 @pytest.fixture(scope="session")
