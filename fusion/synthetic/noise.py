@@ -1,0 +1,80 @@
+"""Sensor noise for synthetic RGB-D frames: depth-dependent Gaussian depth noise, holes at depth edges,
+random dropouts, depth quantisation and colour noise. Deterministic for a given generator state."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from scipy import ndimage
+
+
+@dataclass(frozen=True)
+class NoiseConfig:
+    """Parameters of the sensor model (defaults: a RealSense / Kinect-like structured-light camera)."""
+
+    #: depth noise sigma(z) = sigma0 + sigma2 * (z - z0)^2, metres (z in metres)
+    sigma0: float = 0.0012
+    sigma2: float = 0.0019
+    z0: float = 0.4
+    #: probability that a pixel within `edge_width` pixels of a depth discontinuity becomes a hole
+    edge_dropout: float = 0.5
+    #: half-width in pixels of the band around depth discontinuities where holes appear
+    edge_width: int = 1
+    #: a neighbour differing by more than this (metres), or an invalid neighbour, makes a discontinuity
+    edge_jump: float = 0.02
+    #: probability that any valid pixel becomes a hole (isolated dropouts)
+    dropout: float = 0.003
+    #: depth quantisation step in metres (0 = none); 0.001 = the 1 mm units of a 16-bit depth image
+    quantization: float = 0.001
+    #: standard deviation of additive Gaussian colour noise, in 8-bit levels (0 = none)
+    color_sigma: float = 2.0
+
+    def sigma(self, z: np.ndarray) -> np.ndarray:
+        """Depth noise standard deviation (metres) at depth z (metres), same shape as z."""
+        return self.sigma0 + self.sigma2 * (np.asarray(z, np.float64) - self.z0) ** 2
+
+
+def depth_edges(depth: np.ndarray, jump: float) -> np.ndarray:
+    """bool [H, W]: valid pixels of `depth` (float32 metres, 0 = invalid) with a 4-neighbour that is
+    invalid or differs by more than `jump` metres (pixels on the image border count their outside as valid)."""
+    d = np.asarray(depth, np.float64)
+    valid = d > 0
+    p = np.pad(d, 1, mode="edge")
+    pv = np.pad(valid, 1, mode="edge")
+    edge = np.zeros_like(valid)
+    for dy, dx in ((0, 1), (2, 1), (1, 0), (1, 2)):
+        nd = p[dy:dy + d.shape[0], dx:dx + d.shape[1]]
+        nv = pv[dy:dy + d.shape[0], dx:dx + d.shape[1]]
+        edge |= ~nv | (np.abs(nd - d) > jump)
+    return edge & valid
+
+
+def apply_noise(depth: np.ndarray, color: np.ndarray, cfg: NoiseConfig,
+                rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """Noisy copies of a clean frame.
+
+    depth: float32 [H, W] metres (0 = invalid); color: uint8 [H, W, 3]. Returns (depth float32 [H, W],
+    color uint8 [H, W, 3]). Order: Gaussian depth noise with sigma(z), quantisation to `cfg.quantization`,
+    holes (edge band and random dropouts: depth set to 0), colour noise. Holes only remove pixels: no
+    depth is ever invented where the clean depth is 0.
+    """
+    d = np.asarray(depth, np.float64)
+    valid = d > 0
+    h, w = d.shape
+    noisy = d + rng.standard_normal((h, w)) * cfg.sigma(d)
+    if cfg.quantization > 0:
+        noisy = np.round(noisy / cfg.quantization) * cfg.quantization
+    noisy = np.where(valid, np.maximum(noisy, max(cfg.quantization, 1e-4)), 0.0)
+    holes = np.zeros((h, w), bool)
+    if cfg.edge_dropout > 0 and cfg.edge_width > 0:
+        band = depth_edges(depth, cfg.edge_jump)
+        if cfg.edge_width > 1:
+            band = ndimage.binary_dilation(band, iterations=cfg.edge_width - 1) & valid
+        holes |= band & (rng.random((h, w)) < cfg.edge_dropout)
+    if cfg.dropout > 0:
+        holes |= rng.random((h, w)) < cfg.dropout
+    noisy[holes] = 0.0
+    col = np.asarray(color)
+    if cfg.color_sigma > 0:
+        col = np.clip(np.rint(col + rng.standard_normal(col.shape) * cfg.color_sigma), 0, 255).astype(np.uint8)
+    return noisy.astype(np.float32), np.ascontiguousarray(col, dtype=np.uint8)
