@@ -58,23 +58,30 @@ def apply_noise(depth: np.ndarray, color: np.ndarray, cfg: NoiseConfig,
     holes (edge band and random dropouts: depth set to 0), colour noise. Holes only remove pixels: no
     depth is ever invented where the clean depth is 0.
     """
-    d = np.asarray(depth, np.float64)
+    d = np.asarray(depth, np.float32)
     valid = d > 0
     h, w = d.shape
-    noisy = d + rng.standard_normal((h, w)) * cfg.sigma(d)
+    z = d[valid].astype(np.float64)
+    zn = z + rng.standard_normal(z.size) * cfg.sigma(z)
     if cfg.quantization > 0:
-        noisy = np.round(noisy / cfg.quantization) * cfg.quantization
-    noisy = np.where(valid, np.maximum(noisy, max(cfg.quantization, 1e-4)), 0.0)
+        zn = np.round(zn / cfg.quantization) * cfg.quantization
+    noisy = np.zeros((h, w), np.float32)
+    noisy[valid] = np.maximum(zn, max(cfg.quantization, 1e-4))
     holes = np.zeros((h, w), bool)
     if cfg.edge_dropout > 0 and cfg.edge_width > 0:
-        band = depth_edges(depth, cfg.edge_jump)
+        band = depth_edges(d, cfg.edge_jump)
         if cfg.edge_width > 1:
             band = ndimage.binary_dilation(band, iterations=cfg.edge_width - 1) & valid
-        holes |= band & (rng.random((h, w)) < cfg.edge_dropout)
+        holes |= band & (rng.random((h, w), dtype=np.float32) < cfg.edge_dropout)
     if cfg.dropout > 0:
-        holes |= rng.random((h, w)) < cfg.dropout
+        holes |= rng.random((h, w), dtype=np.float32) < cfg.dropout
     noisy[holes] = 0.0
-    col = np.asarray(color)
+    col = np.ascontiguousarray(color, dtype=np.uint8)
     if cfg.color_sigma > 0:
-        col = np.clip(np.rint(col + rng.standard_normal(col.shape) * cfg.color_sigma), 0, 255).astype(np.uint8)
-    return noisy.astype(np.float32), np.ascontiguousarray(col, dtype=np.uint8)
+        n = rng.standard_normal(col.shape, dtype=np.float32)
+        n *= cfg.color_sigma
+        n += col
+        np.rint(n, out=n)
+        np.clip(n, 0, 255, out=n)
+        col = n.astype(np.uint8)
+    return noisy, col

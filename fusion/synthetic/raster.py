@@ -14,7 +14,7 @@ Conventions (shared by the fast kernels and the references):
 
 Materials: a float64 table [M, MAT_COLS], one row per material:
 `[kind, freq_u, freq_v, a_r, a_g, a_b, b_r, b_g, b_b, detail]` with colours in [0, 1] and kind one of
-CHECKER, STRIPES, NOISE. The pattern is a function of the interpolated texture coordinates (u, v), so
+CHECKER, STRIPES, NOISE, or VERTEX (the albedo is the interpolated per-vertex colour). The pattern is a function of the interpolated texture coordinates (u, v), so
 the texture moves with the surface and optical flow is well defined; `detail` modulates the albedo
 with fine value noise so that uniform checker cells still carry texture. Shading is Lambert with a
 directional light plus ambient, two-sided (normals are flipped toward the camera).
@@ -27,7 +27,7 @@ from numba import njit
 from fusion.camera import Intrinsics
 
 NEAR = 0.05
-CHECKER, STRIPES, NOISE = 0, 1, 2
+CHECKER, STRIPES, NOISE, VERTEX = 0, 1, 2, 3
 MAT_COLS = 10
 
 
@@ -129,8 +129,8 @@ def _fbm(table: np.ndarray, x: float, y: float) -> float:
 
 @njit(cache=True)
 def _shade_nb(tri: np.ndarray, bary: np.ndarray, faces: np.ndarray, uv: np.ndarray, normals: np.ndarray,
-              face_mat: np.ndarray, mats: np.ndarray, table: np.ndarray, fx: float, fy: float, cx: float,
-              cy: float, light: np.ndarray, ambient: float, bg: np.ndarray, color: np.ndarray) -> None:
+              face_mat: np.ndarray, mats: np.ndarray, table: np.ndarray, vcol: np.ndarray, fx: float, fy: float,
+              cx: float, cy: float, light: np.ndarray, ambient: float, bg: np.ndarray, color: np.ndarray) -> None:
     h, w = tri.shape
     for v in range(h):
         for u in range(w):
@@ -174,12 +174,17 @@ def _shade_nb(tri: np.ndarray, bary: np.ndarray, faces: np.ndarray, uv: np.ndarr
                 t = float((int(np.floor(pu)) + int(np.floor(pv))) % 2)
             elif kind == 1:
                 t = 0.5 + 0.5 * np.sin(2.0 * np.pi * (pu + pv))
-            else:
+            elif kind == 2:
                 t = _fbm(table, pu, pv)
+            else:
+                t = 0.0
             d = _fbm(table, 4.0 * pu + 17.3, 4.0 * pv + 5.1)
             mod = 1.0 + mats[m, 9] * (2.0 * d - 1.0)
             for c in range(3):
-                a = mats[m, 3 + c] * (1.0 - t) + mats[m, 6 + c] * t
+                if kind == 3:
+                    a = b0 * vcol[i0, c] + b1 * vcol[i1, c] + b2 * vcol[i2, c]
+                else:
+                    a = mats[m, 3 + c] * (1.0 - t) + mats[m, 6 + c] * t
                 val = a * (mod * sh) * 255.0 + 0.5
                 if val < 0.0:
                     val = 0.0
@@ -223,25 +228,37 @@ def rasterize(verts: np.ndarray, faces: np.ndarray, k: Intrinsics) -> tuple[np.n
 
 def shade(tri: np.ndarray, bary: np.ndarray, faces: np.ndarray, uv: np.ndarray, normals: np.ndarray,
           face_mat: np.ndarray, mats: np.ndarray, table: np.ndarray, k: Intrinsics, light: np.ndarray,
-          ambient: float = 0.35, bg: tuple[int, int, int] = (40, 40, 40)) -> np.ndarray:
+          ambient: float = 0.35, bg: tuple[int, int, int] = (40, 40, 40),
+          vertex_colors: np.ndarray | None = None) -> np.ndarray:
     """Colour of every pixel from its triangle id and barycentrics (numba).
 
     tri int32 [H, W] (-1 = background), bary float32 [H, W, 3], faces int [F, 3], uv float [V, 2] texture
     coordinates, normals float [V, 3] unit vertex normals (camera frame), face_mat int [F] material
     row per face, mats float64 [M, MAT_COLS], table float64 [N, N] noise lattice, light float [3] unit
-    direction toward the light (camera frame). Returns color uint8 [H, W, 3] RGB.
+    direction toward the light (camera frame), vertex_colors float [V, 3] RGB in [0, 1] (used by VERTEX
+    materials; None = none). Returns color uint8 [H, W, 3] RGB.
     """
     h, w = tri.shape
+    vcol = _vertex_colors(vertex_colors, len(uv))
     color = np.empty((h, w, 3), np.uint8)
     light = np.asarray(light, np.float64)
     light = light / np.linalg.norm(light)
     _shade_nb(np.ascontiguousarray(tri, np.int32), np.ascontiguousarray(bary, np.float32),
               np.ascontiguousarray(faces, np.int32), np.ascontiguousarray(uv, np.float64),
               np.ascontiguousarray(normals, np.float64), np.ascontiguousarray(face_mat, np.int32),
-              np.ascontiguousarray(mats, np.float64), np.ascontiguousarray(table, np.float64),
+              np.ascontiguousarray(mats, np.float64), np.ascontiguousarray(table, np.float64), vcol,
               float(k.fx), float(k.fy), float(k.cx), float(k.cy), light, float(ambient),
               np.asarray(bg, np.uint8), color)
     return color
+
+
+def _vertex_colors(vertex_colors: np.ndarray | None, n: int) -> np.ndarray:
+    if vertex_colors is None:
+        return np.zeros((n, 3))
+    vc = np.ascontiguousarray(vertex_colors, np.float64)
+    if vc.shape != (n, 3):
+        raise ValueError(f"vertex_colors must be [{n}, 3], got {vc.shape}")
+    return vc
 
 
 def vertex_normals(verts: np.ndarray, faces: np.ndarray) -> np.ndarray:
@@ -324,7 +341,8 @@ def _fbm_ref(table: np.ndarray, x: np.ndarray, y: np.ndarray) -> np.ndarray:
 
 def shade_reference(tri: np.ndarray, bary: np.ndarray, faces: np.ndarray, uv: np.ndarray, normals: np.ndarray,
                     face_mat: np.ndarray, mats: np.ndarray, table: np.ndarray, k: Intrinsics, light: np.ndarray,
-                    ambient: float = 0.35, bg: tuple[int, int, int] = (40, 40, 40)) -> np.ndarray:
+                    ambient: float = 0.35, bg: tuple[int, int, int] = (40, 40, 40),
+                    vertex_colors: np.ndarray | None = None) -> np.ndarray:
     """Plain numpy version of `shade` (same arguments and output)."""
     h, w = tri.shape
     color = np.empty((h, w, 3), np.uint8)
@@ -349,7 +367,10 @@ def shade_reference(tri: np.ndarray, bary: np.ndarray, faces: np.ndarray, uv: np
                  np.where(kind == STRIPES, 0.5 + 0.5 * np.sin(2 * np.pi * (pu + pv)), _fbm_ref(table, pu, pv)))
     d = _fbm_ref(table, 4 * pu + 17.3, 4 * pv + 5.1)
     mod = 1 + m[:, 9] * (2 * d - 1)
+    t = np.where(kind == VERTEX, 0.0, t)
     alb = m[:, 3:6] * (1 - t[:, None]) + m[:, 6:9] * t[:, None]
+    vc = np.einsum("nk,nkc->nc", b, _vertex_colors(vertex_colors, len(uv))[fv])
+    alb = np.where((kind == VERTEX)[:, None], vc, alb)
     val = np.clip(alb * (mod * sh)[:, None] * 255.0 + 0.5, 0, 255)
     color[vv, uu] = val.astype(np.uint8)
     return color

@@ -12,6 +12,7 @@ from fusion.synthetic.raster import (
     CHECKER,
     NOISE,
     STRIPES,
+    VERTEX,
     make_material,
     noise_table,
     rasterize,
@@ -85,14 +86,20 @@ def test_shading_every_texture_matches_reference(rng: np.random.Generator) -> No
     uv = rng.uniform(0, 3, (4, 2))
     mats = np.stack([make_material(CHECKER, (3.0, 2.0), (1, 0, 0), (0, 0, 1), 0.3),
                      make_material(STRIPES, (2.0, 1.0), (0, 1, 0), (1, 1, 1), 0.1)])
-    for m2 in (CHECKER, STRIPES, NOISE):
+    vcol = rng.random((4, 3))
+    for m2 in (CHECKER, STRIPES, NOISE, VERTEX):
         mats[1, 0] = m2
         depth, tri, bary = rasterize(verts, faces, k)
         args = (tri, bary, faces, uv, vertex_normals(verts, faces), np.array([0, 1], np.int32), mats,
                 noise_table(3), k, np.array([0.0, 0.0, -1.0]))
-        c1, c2 = shade(*args), shade_reference(*args)
+        c1, c2 = shade(*args, vertex_colors=vcol), shade_reference(*args, vertex_colors=vcol)
         assert np.abs(c1.astype(int) - c2).max() <= 1
         assert len(np.unique(c1[tri == 1].reshape(-1, 3), axis=0)) > 10  # textured, not flat
+    # unlit, no detail, one colour at every vertex: the pixels take exactly that colour
+    flat = np.stack([make_material(VERTEX, (1.0, 1.0), (0, 0, 0), (0, 0, 0), 0.0)] * 2)
+    c = shade(tri, bary, faces, uv, vertex_normals(verts, faces), np.array([0, 1], np.int32), flat, noise_table(3),
+              k, np.array([0.0, 0.0, -1.0]), ambient=1.0, vertex_colors=np.tile([0.2, 0.6, 1.0], (4, 1)))
+    assert np.all(c[tri >= 0] == [51, 153, 255]) and np.all(c[tri < 0] == 40)
 
 
 def test_rasterizer_depth_and_barycentrics_are_perspective_correct() -> None:
