@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-from scipy import ndimage
+from scipy import ndimage, special
 
 
 @dataclass(frozen=True)
@@ -26,7 +26,8 @@ class NoiseConfig:
     dropout: float = 0.003
     #: depth quantisation step in metres (0 = none); 0.001 = the 1 mm units of a 16-bit depth image
     quantization: float = 0.001
-    #: standard deviation of additive Gaussian colour noise, in 8-bit levels (0 = none)
+    #: standard deviation of additive Gaussian colour noise (rounded to levels, truncated at 2.66 sigma), in
+    #: 8-bit levels (0 = none)
     color_sigma: float = 2.0
 
     def sigma(self, z: np.ndarray) -> np.ndarray:
@@ -36,16 +37,17 @@ class NoiseConfig:
 
 def depth_edges(depth: np.ndarray, jump: float) -> np.ndarray:
     """bool [H, W]: valid pixels of `depth` (float32 metres, 0 = invalid) with a 4-neighbour that is
-    invalid or differs by more than `jump` metres (pixels on the image border count their outside as valid)."""
-    d = np.asarray(depth, np.float64)
+    invalid or differs by more than `jump` metres (the outside of the image does not count)."""
+    d = np.asarray(depth, np.float32)
     valid = d > 0
-    p = np.pad(d, 1, mode="edge")
-    pv = np.pad(valid, 1, mode="edge")
-    edge = np.zeros_like(valid)
-    for dy, dx in ((0, 1), (2, 1), (1, 0), (1, 2)):
-        nd = p[dy:dy + d.shape[0], dx:dx + d.shape[1]]
-        nv = pv[dy:dy + d.shape[0], dx:dx + d.shape[1]]
-        edge |= ~nv | (np.abs(nd - d) > jump)
+    edge = np.zeros(d.shape, bool)
+    # a neighbour pair is a discontinuity when one side is invalid or their depths differ by > jump
+    jh = (np.abs(d[:, 1:] - d[:, :-1]) > jump) | (valid[:, 1:] != valid[:, :-1])
+    jv = (np.abs(d[1:, :] - d[:-1, :]) > jump) | (valid[1:, :] != valid[:-1, :])
+    edge[:, 1:] |= jh
+    edge[:, :-1] |= jh
+    edge[1:, :] |= jv
+    edge[:-1, :] |= jv
     return edge & valid
 
 
@@ -54,7 +56,8 @@ def apply_noise(depth: np.ndarray, color: np.ndarray, cfg: NoiseConfig,
     """Noisy copies of a clean frame.
 
     depth: float32 [H, W] metres (0 = invalid); color: uint8 [H, W, 3]. Returns (depth float32 [H, W],
-    color uint8 [H, W, 3]). Order: Gaussian depth noise with sigma(z), quantisation to `cfg.quantization`,
+    color uint8 [H, W, 3]). Order: Gaussian depth noise with sigma(z), quantisation to `cfg.quantization`
+    (values are float32(n) * float32(step), bit-identical to a uint16 depth image decoded with that unit),
     holes (edge band and random dropouts: depth set to 0), colour noise. Holes only remove pixels: no
     depth is ever invented where the clean depth is 0.
     """
@@ -63,10 +66,13 @@ def apply_noise(depth: np.ndarray, color: np.ndarray, cfg: NoiseConfig,
     h, w = d.shape
     z = d[valid].astype(np.float64)
     zn = z + rng.standard_normal(z.size) * cfg.sigma(z)
-    if cfg.quantization > 0:
-        zn = np.round(zn / cfg.quantization) * cfg.quantization
     noisy = np.zeros((h, w), np.float32)
-    noisy[valid] = np.maximum(zn, max(cfg.quantization, 1e-4))
+    if cfg.quantization > 0:
+        # float32(steps) * float32(step): the very values a 16-bit depth image with this unit decodes to
+        steps = np.maximum(np.round(zn / cfg.quantization), 1.0)
+        noisy[valid] = steps.astype(np.float32) * np.float32(cfg.quantization)
+    else:
+        noisy[valid] = np.maximum(zn, 1e-4)
     holes = np.zeros((h, w), bool)
     if cfg.edge_dropout > 0 and cfg.edge_width > 0:
         band = depth_edges(d, cfg.edge_jump)
@@ -78,10 +84,12 @@ def apply_noise(depth: np.ndarray, color: np.ndarray, cfg: NoiseConfig,
     noisy[holes] = 0.0
     col = np.ascontiguousarray(color, dtype=np.uint8)
     if cfg.color_sigma > 0:
-        n = rng.standard_normal(col.shape, dtype=np.float32)
-        n *= cfg.color_sigma
+        # Gaussian noise rounded to whole levels, drawn by inverse-CDF lookup from random bytes (the 256
+        # equiprobable quantiles of N(0, sigma^2), i.e. truncated at 2.66 sigma): 10x cheaper than
+        # standard_normal for the 0.9 M values of a 640x480 image
+        lut = np.rint(cfg.color_sigma * special.ndtri((np.arange(256) + 0.5) / 256)).astype(np.int16)
+        n = lut[rng.integers(0, 256, size=col.shape, dtype=np.uint8)]
         n += col
-        np.rint(n, out=n)
         np.clip(n, 0, 255, out=n)
         col = n.astype(np.uint8)
     return noisy, col
