@@ -1,0 +1,649 @@
+"""Numba CPU kernels of the block-sparse TSDF volume (the fast path; `reference.py` holds the plain numpy one).
+
+Storage (see `fusion.tsdf.volume`): the volume is a dense index of blocks over its bounds
+(`index` int32 [BX, BY, BZ], -1 = not allocated) and a pool of allocated blocks; block `b` has integer
+block coordinates `coords[b]` and per-voxel arrays `tsdf[b, v]`, `weight[b, v]` (float32),
+`color[b, v, 3]` (uint8), skinning `anchors[b, v, 4]` (int32, -1 = none) and `skin_w[b, v, 4]` (float32).
+Voxel `v = (i * bs + j) * bs + k` of block (bx, by, bz) has global index (bx*bs+i, by*bs+j, bz*bs+k) and
+its centre at `origin + (global + 0.5) * voxel_size` (metres, canonical frame).
+
+The forward warp W(p) = sum_k w_k (R_k (p - g_k) + g_k + t_k) (NNRT eq. 2, defined in `fusion.warp`) is
+evaluated in float32 through per-node affine maps (`affine_maps`; 1.7x faster than `fusion.warp.warp_point_nb`
+in the integration loop, and tested against `fusion.warp.warp_points_np`); the approximate inverse warp used
+for allocation blends per-node inverse affine maps.
+"""
+from __future__ import annotations
+
+import contextlib
+from typing import Iterator
+
+import numba
+import numpy as np
+from numba import njit, prange
+
+
+
+@contextlib.contextmanager
+def numba_threads(n: int) -> Iterator[None]:
+    """Run the enclosed numba parallel kernels on `n` threads (0: numba's default); restores the previous
+    setting (numba's thread count is per calling thread)."""
+    old = numba.get_num_threads()
+    want = numba.config.NUMBA_NUM_THREADS if n <= 0 else min(int(n), numba.config.NUMBA_NUM_THREADS)
+    if want == old:
+        yield
+        return
+    numba.set_num_threads(want)
+    try:
+        yield
+    finally:
+        numba.set_num_threads(old)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# integration
+
+
+def affine_maps(nodes: np.ndarray, rotations: np.ndarray, translations: np.ndarray) -> np.ndarray:
+    """Per-node affine maps aff[n] = [R_n | g_n + t_n - R_n g_n] (float32 [N, 3, 4]).
+
+    With them the warp W(p) = sum_k w_k (R_k (p - g_k) + g_k + t_k) (NNRT eq. 2, `fusion.warp`) is the
+    algebraically identical sum_k w_k aff[k] @ [p, 1], one 3x4 product per anchor in the hot loops.
+    nodes float [N, 3] m, rotations float [N, 3, 3], translations float [N, 3] m.
+    """
+    g = np.asarray(nodes, np.float64)
+    r = np.asarray(rotations, np.float64)
+    aff = np.empty((len(g), 3, 4), np.float32)
+    aff[:, :, :3] = r
+    aff[:, :, 3] = g + np.asarray(translations, np.float64) - np.einsum("nij,nj->ni", r, g)
+    return aff
+
+
+@njit(parallel=True, fastmath=True, cache=True)
+def integrate_blocks(
+    active: np.ndarray,
+    coords: np.ndarray,
+    tsdf: np.ndarray,
+    weight: np.ndarray,
+    color: np.ndarray,
+    anchors: np.ndarray,
+    skin_w: np.ndarray,
+    aff: np.ndarray,
+    use_warp: bool,
+    depth: np.ndarray,
+    image: np.ndarray,
+    use_color: bool,
+    fx: float,
+    fy: float,
+    cx: float,
+    cy: float,
+    origin: np.ndarray,
+    voxel: float,
+    bs: int,
+    trunc: float,
+    max_weight: float,
+    dmin: float,
+    dmax: float,
+) -> int:
+    """Projective TSDF update of the voxels of the blocks `active` (int32 [A]) from one depth image.
+
+    Each voxel centre p (canonical) is mapped to the live camera frame either by the skinned warp
+    (`use_warp`: W(p) = sum_a w_a aff[n_a] @ [p, 1] over the voxel's cached anchors n_a / weights w_a,
+    aff float32 [N, 3, 4] from `affine_maps`; voxels with no valid anchor are skipped) or by the rigid
+    pose aff[0] (camera <- canonical, float32 [3, 4]). It is projected to the nearest pixel; with live
+    depth d (metres, valid in [dmin, dmax]) and voxel depth z, sdf = d - z; voxels with sdf < -trunc are
+    left alone, others get tsdf <- (tsdf*w + min(1, sdf/trunc)) / (w + 1), w <- min(w + 1, max_weight),
+    and (when sdf <= trunc and `use_color`) the color is blended the same way.
+    depth: float32 [H, W] metres; image: uint8 [H, W, 3]. Returns the number of voxels updated.
+    """
+    h, w = depth.shape
+    nv = bs * bs * bs
+    counts = np.zeros(active.shape[0], np.int64)
+    vox = np.float32(voxel)
+    ox = np.float32(origin[0]) + np.float32(0.5) * vox
+    oy = np.float32(origin[1]) + np.float32(0.5) * vox
+    oz = np.float32(origin[2]) + np.float32(0.5) * vox
+    ffx = np.float32(fx)
+    ffy = np.float32(fy)
+    fcx = np.float32(cx)
+    fcy = np.float32(cy)
+    ftr = np.float32(trunc)
+    itr = np.float32(1.0 / trunc)
+    umax = np.float32(w - 0.5)
+    vmax = np.float32(h - 0.5)
+    half = np.float32(0.5)
+    for ii in prange(active.shape[0]):
+        b = active[ii]
+        bx = coords[b, 0] * bs
+        by = coords[b, 1] * bs
+        bz = coords[b, 2] * bs
+        cnt = 0
+        for v in range(nv):
+            i = v // (bs * bs)
+            j = (v // bs) % bs
+            k = v % bs
+            px = ox + np.float32(bx + i) * vox
+            py = oy + np.float32(by + j) * vox
+            pz = oz + np.float32(bz + k) * vox
+            x = np.float32(0.0)
+            y = np.float32(0.0)
+            z = np.float32(0.0)
+            if use_warp:
+                hit = False
+                for a in range(4):
+                    n = anchors[b, v, a]
+                    if n < 0:
+                        continue
+                    hit = True
+                    wa = skin_w[b, v, a]
+                    x += wa * (aff[n, 0, 0] * px + aff[n, 0, 1] * py + aff[n, 0, 2] * pz + aff[n, 0, 3])
+                    y += wa * (aff[n, 1, 0] * px + aff[n, 1, 1] * py + aff[n, 1, 2] * pz + aff[n, 1, 3])
+                    z += wa * (aff[n, 2, 0] * px + aff[n, 2, 1] * py + aff[n, 2, 2] * pz + aff[n, 2, 3])
+                if not hit:
+                    continue
+            else:
+                x = aff[0, 0, 0] * px + aff[0, 0, 1] * py + aff[0, 0, 2] * pz + aff[0, 0, 3]
+                y = aff[0, 1, 0] * px + aff[0, 1, 1] * py + aff[0, 1, 2] * pz + aff[0, 1, 3]
+                z = aff[0, 2, 0] * px + aff[0, 2, 1] * py + aff[0, 2, 2] * pz + aff[0, 2, 3]
+            if z <= np.float32(1e-6):
+                continue
+            iz = np.float32(1.0) / z
+            uf = ffx * x * iz + fcx
+            vf = ffy * y * iz + fcy
+            if not (uf > -half and uf < umax and vf > -half and vf < vmax):
+                continue
+            u = int(uf + half)
+            r = int(vf + half)
+            d = depth[r, u]
+            if d <= 0.0 or d < dmin or d > dmax:
+                continue
+            sdf = d - z
+            if sdf < -ftr:
+                continue
+            t = sdf * itr
+            if t > 1.0:
+                t = np.float32(1.0)
+            w_old = weight[b, v]
+            w_new = w_old + np.float32(1.0)
+            tsdf[b, v] = (tsdf[b, v] * w_old + t) / w_new
+            if use_color and sdf <= ftr:
+                for c in range(3):
+                    val = (np.float32(color[b, v, c]) * w_old + np.float32(image[r, u, c])) / w_new
+                    color[b, v, c] = np.uint8(min(np.float32(255.0), val + half))
+            weight[b, v] = min(w_new, np.float32(max_weight))
+            cnt += 1
+        counts[ii] = cnt
+    return int(counts.sum())
+
+
+# ----------------------------------------------------------------------------------------------------------
+# allocation
+
+
+@njit(cache=True)
+def build_point_grid(points: np.ndarray, cell: float) -> tuple:
+    """Uniform grid over `points` (float32 [N, 3]) with cubic cells of `cell` metres (counting sort).
+
+    Returns (gmin float64 [3], dims int64 [3], start int64 [C + 1], items int64 [N]): the points of
+    cell c = (ix * dims[1] + iy) * dims[2] + iz are items[start[c]:start[c + 1]].
+    """
+    n = points.shape[0]
+    gmin = np.empty(3)
+    dims = np.empty(3, np.int64)
+    for a in range(3):
+        lo = np.inf
+        hi = -np.inf
+        for i in range(n):
+            lo = min(lo, points[i, a])
+            hi = max(hi, points[i, a])
+        if n == 0:
+            lo = 0.0
+            hi = 0.0
+        gmin[a] = lo
+        dims[a] = max(1, int(np.floor((hi - lo) / cell)) + 1)
+    ncell = dims[0] * dims[1] * dims[2]
+    cid = np.empty(n, np.int64)
+    start = np.zeros(ncell + 1, np.int64)
+    for i in range(n):
+        ix = min(dims[0] - 1, int((points[i, 0] - gmin[0]) / cell))
+        iy = min(dims[1] - 1, int((points[i, 1] - gmin[1]) / cell))
+        iz = min(dims[2] - 1, int((points[i, 2] - gmin[2]) / cell))
+        c = (ix * dims[1] + iy) * dims[2] + iz
+        cid[i] = c
+        start[c + 1] += 1
+    for c in range(ncell):
+        start[c + 1] += start[c]
+    fill = start[:-1].copy()
+    items = np.empty(n, np.int64)
+    for i in range(n):
+        items[fill[cid[i]]] = i
+        fill[cid[i]] += 1
+    return gmin, dims, start, items
+
+
+@njit(fastmath=True, cache=True)
+def knn_grid_query(
+    qx: float, qy: float, qz: float, points: np.ndarray, gmin: np.ndarray, dims: np.ndarray, start: np.ndarray,
+    items: np.ndarray, cell: float, k: int, out_idx: np.ndarray, out_d2: np.ndarray,
+) -> int:
+    """The up-to-`k` nearest of `points` to q among the 3x3x3 grid cells around q (brute force when none).
+
+    Fills out_idx (int64 [k]) and out_d2 (squared distances, ascending); returns how many were found.
+    """
+    found = 0
+    ix = int(np.floor((qx - gmin[0]) / cell))
+    iy = int(np.floor((qy - gmin[1]) / cell))
+    iz = int(np.floor((qz - gmin[2]) / cell))
+    for a in range(max(ix - 1, 0), min(ix + 2, dims[0])):
+        for b in range(max(iy - 1, 0), min(iy + 2, dims[1])):
+            for c in range(max(iz - 1, 0), min(iz + 2, dims[2])):
+                cc = (a * dims[1] + b) * dims[2] + c
+                for s in range(start[cc], start[cc + 1]):
+                    n = items[s]
+                    dx = points[n, 0] - qx
+                    dy = points[n, 1] - qy
+                    dz = points[n, 2] - qz
+                    d2 = dx * dx + dy * dy + dz * dz
+                    if found < k:
+                        pos = found
+                        found += 1
+                    elif d2 < out_d2[k - 1]:
+                        pos = k - 1
+                    else:
+                        continue
+                    while pos > 0 and out_d2[pos - 1] > d2:
+                        out_d2[pos] = out_d2[pos - 1]
+                        out_idx[pos] = out_idx[pos - 1]
+                        pos -= 1
+                    out_d2[pos] = d2
+                    out_idx[pos] = n
+    if found == 0:  # far from every point: the nearest one by brute force
+        best = -1
+        bd = np.inf
+        for n in range(points.shape[0]):
+            dx = points[n, 0] - qx
+            dy = points[n, 1] - qy
+            dz = points[n, 2] - qz
+            d2 = dx * dx + dy * dy + dz * dz
+            if d2 < bd:
+                bd = d2
+                best = n
+        if best >= 0:
+            out_idx[0] = best
+            out_d2[0] = bd
+            found = 1
+    return found
+
+
+@njit(parallel=True, fastmath=True, cache=True)
+def inverse_warp_points(
+    live: np.ndarray, warped_nodes: np.ndarray, inv_aff: np.ndarray, sigma: float, cell: float
+) -> np.ndarray:
+    """Approximate inverse warp of live-frame points to the canonical frame.
+
+    live: float32 [M, 3] metres (camera frame); warped_nodes: float32 [N, 3] = g_n + t_n;
+    inv_aff: float32 [N, 3, 4] = [R_n^T | g_n - R_n^T (g_n + t_n)] (the inverse of each node transform).
+    Each point is mapped by the blend of the inverse transforms of its 4 nearest warped nodes with weights
+    exp(-d^2 / (2 sigma^2)) (the nearest node alone when all weights vanish). Returns float32 [M, 3].
+    """
+    m = live.shape[0]
+    out = np.empty((m, 3), np.float32)
+    gmin, dims, start, items = build_point_grid(warped_nodes, cell)
+    inv2s2 = 1.0 / (2.0 * sigma * sigma)
+    for i in prange(m):
+        idx = np.empty(4, np.int64)
+        d2 = np.empty(4)
+        qx, qy, qz = live[i, 0], live[i, 1], live[i, 2]
+        nf = knn_grid_query(qx, qy, qz, warped_nodes, gmin, dims, start, items, cell, 4, idx, d2)
+        x = 0.0
+        y = 0.0
+        z = 0.0
+        ws = 0.0
+        for a in range(nf):
+            wa = np.exp(-(d2[a] - d2[0]) * inv2s2)  # relative to the nearest: never all zero
+            n = idx[a]
+            x += wa * (inv_aff[n, 0, 0] * qx + inv_aff[n, 0, 1] * qy + inv_aff[n, 0, 2] * qz + inv_aff[n, 0, 3])
+            y += wa * (inv_aff[n, 1, 0] * qx + inv_aff[n, 1, 1] * qy + inv_aff[n, 1, 2] * qz + inv_aff[n, 1, 3])
+            z += wa * (inv_aff[n, 2, 0] * qx + inv_aff[n, 2, 1] * qy + inv_aff[n, 2, 2] * qz + inv_aff[n, 2, 3])
+            ws += wa
+        if ws > 0:
+            out[i, 0] = x / ws
+            out[i, 1] = y / ws
+            out[i, 2] = z / ws
+        else:
+            out[i, 0] = qx
+            out[i, 1] = qy
+            out[i, 2] = qz
+    return out
+
+
+@njit(parallel=True, fastmath=True, cache=True)
+def band_samples(
+    depth: np.ndarray, stride: int, fx: float, fy: float, cx: float, cy: float, dmin: float, dmax: float,
+    trunc: float, mask: np.ndarray, use_mask: bool,
+) -> np.ndarray:
+    """Live-frame points on the truncation band of the depth image, for block allocation.
+
+    Every `stride`-th pixel (both axes) with valid depth d in [dmin, dmax] (and mask, when used) gives the
+    3 points at depths d - trunc, d, d + trunc on its ray. Returns float32 [S, 3] metres (camera frame).
+    """
+    h, w = depth.shape
+    rows = (h + stride - 1) // stride
+    cols = (w + stride - 1) // stride
+    rc = np.zeros(rows, np.int64)
+    for r in prange(rows):
+        c = 0
+        for q in range(cols):
+            d = depth[r * stride, q * stride]
+            if d > 0 and d >= dmin and d <= dmax and (not use_mask or mask[r * stride, q * stride]):
+                c += 1
+        rc[r] = c
+    off = np.zeros(rows + 1, np.int64)
+    for r in range(rows):
+        off[r + 1] = off[r] + rc[r]
+    out = np.empty((off[rows] * 3, 3), np.float32)
+    for r in prange(rows):
+        s = off[r] * 3
+        vv = r * stride
+        for q in range(cols):
+            uu = q * stride
+            d = depth[vv, uu]
+            if d > 0 and d >= dmin and d <= dmax and (not use_mask or mask[vv, uu]):
+                rx = (uu - cx) / fx
+                ry = (vv - cy) / fy
+                for e in range(3):
+                    z = d + (e - 1) * trunc
+                    out[s, 0] = rx * z
+                    out[s, 1] = ry * z
+                    out[s, 2] = z
+                    s += 1
+    return out
+
+
+@njit(parallel=True, fastmath=True, cache=True)
+def candidate_blocks(points: np.ndarray, origin: np.ndarray, block_m: float, index: np.ndarray, dilate: float) -> np.ndarray:
+    """Linear ids of the unallocated blocks near `points` (canonical, float32 [S, 3] metres).
+
+    Each point marks the blocks holding the 8 corners of the cube of half-side `dilate` (metres) around it,
+    so that blocks the surface only grazes are allocated too. Returns int64 [S * 8]: the linear block id
+    (bx * BY + by) * BZ + bz of an unallocated block inside the bounds, else -1. Read-only on `index`.
+    """
+    nx, ny, nz = index.shape
+    s = points.shape[0]
+    out = np.full(s * 8, -1, np.int64)
+    for i in prange(s):
+        for c in range(8):
+            x = points[i, 0] + (dilate if (c & 1) else -dilate)
+            y = points[i, 1] + (dilate if (c & 2) else -dilate)
+            z = points[i, 2] + (dilate if (c & 4) else -dilate)
+            bx = int(np.floor((x - origin[0]) / block_m))
+            by = int(np.floor((y - origin[1]) / block_m))
+            bz = int(np.floor((z - origin[2]) / block_m))
+            if bx < 0 or by < 0 or bz < 0 or bx >= nx or by >= ny or bz >= nz:
+                continue
+            if index[bx, by, bz] == -1:
+                out[i * 8 + c] = (bx * ny + by) * nz + bz
+    return out
+
+
+@njit(cache=True)
+def mark_new_blocks(cands: np.ndarray, index: np.ndarray) -> np.ndarray:
+    """Deduplicate candidate linear block ids (int64, -1 = none) into the block coordinates (int32 [B_new, 3])
+    of blocks still unallocated in `index` (int32 [BX, BY, BZ]); each is marked -2 there so that it is listed
+    once. The caller assigns pool ids (or resets the mark to -1 when the pool is full)."""
+    nx, ny, nz = index.shape
+    out = np.empty((cands.shape[0], 3), np.int32)
+    c = 0
+    for i in range(cands.shape[0]):
+        lin = cands[i]
+        if lin < 0:
+            continue
+        bz = lin % nz
+        by = (lin // nz) % ny
+        bx = lin // (ny * nz)
+        if index[bx, by, bz] == -1:
+            index[bx, by, bz] = -2
+            out[c, 0] = bx
+            out[c, 1] = by
+            out[c, 2] = bz
+            c += 1
+    return out[:c].copy()
+
+
+# ----------------------------------------------------------------------------------------------------------
+# visibility
+
+
+@njit(parallel=True, fastmath=True, cache=True)
+def visible_blocks(
+    n_blocks: int, coords: np.ndarray, anchors: np.ndarray, skin_w: np.ndarray, aff: np.ndarray, use_warp: bool,
+    fx: float, fy: float, cx: float, cy: float, width: int, height: int, origin: np.ndarray, voxel: float,
+    bs: int, slack: float,
+) -> np.ndarray:
+    """Ids (int32) of the allocated blocks whose warped centre, grown by `slack` x the block's half-diagonal,
+    may project into the image (a conservative frustum test; blocks with unskinned centres are kept).
+    aff / use_warp as in `integrate_blocks`."""
+    keep = np.zeros(n_blocks, np.bool_)
+    half = bs // 2
+    vc = (half * bs + half) * bs + half
+    rad = slack * 0.5 * np.sqrt(3.0) * bs * voxel
+    for b in prange(n_blocks):
+        px = origin[0] + (coords[b, 0] * bs + half + 0.5) * voxel
+        py = origin[1] + (coords[b, 1] * bs + half + 0.5) * voxel
+        pz = origin[2] + (coords[b, 2] * bs + half + 0.5) * voxel
+        x = 0.0
+        y = 0.0
+        z = 0.0
+        if use_warp:
+            hit = False
+            for a in range(4):
+                n = anchors[b, vc, a]
+                if n < 0:
+                    continue
+                hit = True
+                wa = skin_w[b, vc, a]
+                x += wa * (aff[n, 0, 0] * px + aff[n, 0, 1] * py + aff[n, 0, 2] * pz + aff[n, 0, 3])
+                y += wa * (aff[n, 1, 0] * px + aff[n, 1, 1] * py + aff[n, 1, 2] * pz + aff[n, 1, 3])
+                z += wa * (aff[n, 2, 0] * px + aff[n, 2, 1] * py + aff[n, 2, 2] * pz + aff[n, 2, 3])
+            if not hit:
+                keep[b] = True
+                continue
+        else:
+            x = aff[0, 0, 0] * px + aff[0, 0, 1] * py + aff[0, 0, 2] * pz + aff[0, 0, 3]
+            y = aff[0, 1, 0] * px + aff[0, 1, 1] * py + aff[0, 1, 2] * pz + aff[0, 1, 3]
+            z = aff[0, 2, 0] * px + aff[0, 2, 1] * py + aff[0, 2, 2] * pz + aff[0, 2, 3]
+        if z + rad <= 1e-6:
+            continue
+        if z - rad <= 1e-3:
+            keep[b] = True  # straddles the camera plane
+            continue
+        zn = z - rad
+        # the block's bounding sphere projects into a disc of radius <= f * rad / (z - rad) around its centre
+        ur = fx * rad / zn
+        vr = fy * rad / zn
+        u = fx * x / z + cx
+        v = fy * y / z + cy
+        if u + ur > -0.5 and u - ur < width - 0.5 and v + vr > -0.5 and v - vr < height - 0.5:
+            keep[b] = True
+    return np.nonzero(keep)[0].astype(np.int32)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# surface points (zero crossings) for the tracking model
+
+
+@njit(cache=True, inline="always")
+def _lookup(gx: int, gy: int, gz: int, index: np.ndarray, bs: int) -> tuple:
+    """(block id, voxel id) of global voxel (gx, gy, gz); block id < 0 when outside or unallocated."""
+    nx, ny, nz = index.shape
+    if gx < 0 or gy < 0 or gz < 0:
+        return -1, 0
+    bx = gx // bs
+    by = gy // bs
+    bz = gz // bs
+    if bx >= nx or by >= ny or bz >= nz:
+        return -1, 0
+    b = index[bx, by, bz]
+    return b, ((gx - bx * bs) * bs + (gy - by * bs)) * bs + (gz - bz * bs)
+
+
+@njit(cache=True)
+def _grad(gx: int, gy: int, gz: int, index: np.ndarray, tsdf: np.ndarray, weight: np.ndarray, bs: int,
+          min_w: float, out: np.ndarray) -> None:
+    """TSDF gradient at a voxel by central differences (one-sided where a neighbour is unobserved)."""
+    b0, v0 = _lookup(gx, gy, gz, index, bs)
+    f0 = tsdf[b0, v0]
+    for a in range(3):
+        dx = 1 if a == 0 else 0
+        dy = 1 if a == 1 else 0
+        dz = 1 if a == 2 else 0
+        bp, vp = _lookup(gx + dx, gy + dy, gz + dz, index, bs)
+        bm, vm = _lookup(gx - dx, gy - dy, gz - dz, index, bs)
+        okp = bp >= 0 and weight[bp, vp] >= min_w
+        okm = bm >= 0 and weight[bm, vm] >= min_w
+        if okp and okm:
+            out[a] = 0.5 * (tsdf[bp, vp] - tsdf[bm, vm])
+        elif okp:
+            out[a] = tsdf[bp, vp] - f0
+        elif okm:
+            out[a] = f0 - tsdf[bm, vm]
+        else:
+            out[a] = 0.0
+
+
+@njit(parallel=True, cache=True)
+def surface_points(
+    n_blocks: int, coords: np.ndarray, index: np.ndarray, tsdf: np.ndarray, weight: np.ndarray,
+    color: np.ndarray, origin: np.ndarray, voxel: float, bs: int, min_w: float,
+) -> tuple:
+    """Zero crossings of the TSDF along the voxel edges (the marching-cubes vertices, without faces).
+
+    An edge between two observed voxels (weight >= min_w) whose TSDF values have opposite signs and are
+    both inside the band (|tsdf| < 1) gives a point at the linear zero crossing, its normal (the normalised
+    interpolated TSDF gradient, pointing outside, toward positive TSDF) and its interpolated color.
+    Returns (points float32 [P, 3] metres, normals float32 [P, 3], colors uint8 [P, 3]).
+    """
+    nv = bs * bs * bs
+    cnt = np.zeros(n_blocks, np.int64)
+    for b in prange(n_blocks):
+        c = 0
+        for v in range(nv):
+            if weight[b, v] < min_w:
+                continue
+            f0 = tsdf[b, v]
+            if f0 >= 1.0 or f0 <= -1.0:
+                continue
+            gx = coords[b, 0] * bs + v // (bs * bs)
+            gy = coords[b, 1] * bs + (v // bs) % bs
+            gz = coords[b, 2] * bs + v % bs
+            for a in range(3):
+                ex = 1 if a == 0 else 0
+                ey = 1 if a == 1 else 0
+                ez = 1 if a == 2 else 0
+                b1, v1 = _lookup(gx + ex, gy + ey, gz + ez, index, bs)
+                if b1 < 0 or weight[b1, v1] < min_w:
+                    continue
+                f1 = tsdf[b1, v1]
+                if f1 >= 1.0 or f1 <= -1.0:
+                    continue
+                if (f0 < 0.0) != (f1 < 0.0):
+                    c += 1
+        cnt[b] = c
+    off = np.zeros(n_blocks + 1, np.int64)
+    for b in range(n_blocks):
+        off[b + 1] = off[b] + cnt[b]
+    total = off[n_blocks]
+    pts = np.empty((total, 3), np.float32)
+    nrm = np.empty((total, 3), np.float32)
+    col = np.empty((total, 3), np.uint8)
+    for b in prange(n_blocks):
+        s = off[b]
+        g0 = np.empty(3)
+        g1 = np.empty(3)
+        for v in range(nv):
+            if weight[b, v] < min_w:
+                continue
+            f0 = tsdf[b, v]
+            if f0 >= 1.0 or f0 <= -1.0:
+                continue
+            gx = coords[b, 0] * bs + v // (bs * bs)
+            gy = coords[b, 1] * bs + (v // bs) % bs
+            gz = coords[b, 2] * bs + v % bs
+            for a in range(3):
+                ex = 1 if a == 0 else 0
+                ey = 1 if a == 1 else 0
+                ez = 1 if a == 2 else 0
+                b1, v1 = _lookup(gx + ex, gy + ey, gz + ez, index, bs)
+                if b1 < 0 or weight[b1, v1] < min_w:
+                    continue
+                f1 = tsdf[b1, v1]
+                if f1 >= 1.0 or f1 <= -1.0:
+                    continue
+                if (f0 < 0.0) == (f1 < 0.0):
+                    continue
+                t = f0 / (f0 - f1)
+                pts[s, 0] = origin[0] + (gx + 0.5 + t * ex) * voxel
+                pts[s, 1] = origin[1] + (gy + 0.5 + t * ey) * voxel
+                pts[s, 2] = origin[2] + (gz + 0.5 + t * ez) * voxel
+                _grad(gx, gy, gz, index, tsdf, weight, bs, min_w, g0)
+                _grad(gx + ex, gy + ey, gz + ez, index, tsdf, weight, bs, min_w, g1)
+                nx_ = (1 - t) * g0[0] + t * g1[0]
+                ny_ = (1 - t) * g0[1] + t * g1[1]
+                nz_ = (1 - t) * g0[2] + t * g1[2]
+                nn = np.sqrt(nx_ * nx_ + ny_ * ny_ + nz_ * nz_)
+                if nn > 0:
+                    nrm[s, 0] = nx_ / nn
+                    nrm[s, 1] = ny_ / nn
+                    nrm[s, 2] = nz_ / nn
+                else:
+                    nrm[s, 0] = 0.0
+                    nrm[s, 1] = 0.0
+                    nrm[s, 2] = 0.0
+                for c in range(3):
+                    col[s, c] = np.uint8(min(255.0, (1 - t) * color[b, v, c] + t * color[b1, v1, c] + 0.5))
+                s += 1
+    return pts, nrm, col
+
+
+# ----------------------------------------------------------------------------------------------------------
+# skinning-cache maintenance
+
+
+@njit(parallel=True, fastmath=True, cache=True)
+def voxels_needing_reskin(
+    n_blocks: int, coords: np.ndarray, anchors: np.ndarray, nodes: np.ndarray, new_nodes: np.ndarray,
+    origin: np.ndarray, voxel: float, bs: int,
+) -> np.ndarray:
+    """bool [n_blocks, bs^3]: voxels whose 4 nearest nodes may change when `new_nodes` (float32 [A, 3]) join.
+
+    A voxel is flagged when it has a free anchor slot (-1) or some new node is nearer than its farthest
+    current anchor (an exact test for k-nearest selection). nodes: float32 [N_old, 3] (the anchors' ids).
+    """
+    nv = bs * bs * bs
+    out = np.zeros((n_blocks, nv), np.bool_)
+    for b in prange(n_blocks):
+        for v in range(nv):
+            px = origin[0] + (coords[b, 0] * bs + v // (bs * bs) + 0.5) * voxel
+            py = origin[1] + (coords[b, 1] * bs + (v // bs) % bs + 0.5) * voxel
+            pz = origin[2] + (coords[b, 2] * bs + v % bs + 0.5) * voxel
+            far = 0.0
+            free = False
+            for a in range(4):
+                n = anchors[b, v, a]
+                if n < 0:
+                    free = True
+                    continue
+                dx = nodes[n, 0] - px
+                dy = nodes[n, 1] - py
+                dz = nodes[n, 2] - pz
+                far = max(far, dx * dx + dy * dy + dz * dz)
+            if free:
+                out[b, v] = True
+                continue
+            for q in range(new_nodes.shape[0]):
+                dx = new_nodes[q, 0] - px
+                dy = new_nodes[q, 1] - py
+                dz = new_nodes[q, 2] - pz
+                if dx * dx + dy * dy + dz * dz < far:
+                    out[b, v] = True
+                    break
+    return out
