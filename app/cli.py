@@ -32,8 +32,8 @@ class Command:
 COMMANDS: list[Command] = [
     Command("demo", "bundled recording -> mesh + report + preview image", "app.commands.demo", "#2, #3"),
     Command("replay", "replay a recording (.bag/.db3/folder) through the fusion pipeline", None, "#3 non-rigid fusion core"),
-    Command("record", "record from a connected RealSense to .db3", None, "#2 foundation"),
-    Command("devices", "list connected RealSense devices", None, "#2 foundation"),
+    Command("record", "record from a connected RealSense to .db3", "app.commands.record", "#2 foundation"),
+    Command("devices", "list connected RealSense devices", "app.commands.devices", "#2 foundation"),
     Command("gui", "the desktop app", None, "#5 desktop app"),
     Command("eval-tracking", "EPE 3D / graph error on a DeepDeform-layout folder", None, "#4 neural tracker"),
     Command("lpdc", "LPDC 4D reconstruction of a point-cloud / mesh sequence", None, "#7 LPDC"),
@@ -43,7 +43,7 @@ COMMANDS: list[Command] = [
     Command("decompress", "decompress a .qaad file to PLY clouds", None, "#6 NeuralQAAD"),
     Command("train", "train a learned component (tracker, lpdc, featmatch, diffumatch)", "app.commands.train", "#4, #7, #8, #9"),
     Command("bench", "benchmarks with reference runs side by side", "app.commands.bench", "#2"),
-    Command("inspect", "print what a recording or folder holds (streams, intrinsics, frames)", None, "#2 foundation"),
+    Command("inspect", "print what a recording or folder holds (streams, intrinsics, frames)", "app.commands.inspect", "#2 foundation"),
 ]
 
 
