@@ -64,11 +64,11 @@ def run(args: argparse.Namespace) -> int:
     args.out.mkdir(parents=True, exist_ok=True)
     report: dict = {"recording": str(args.recording)}
     _contact_sheet(args, report)
-    try:
-        from app.commands import replay  # noqa: F401  (the fusion core, issue #3)
-    except ModuleNotFoundError:
-        replay = None
-    if replay is not None:
+    import importlib.util
+
+    if importlib.util.find_spec("app.commands.replay") is not None:  # the fusion core, issue #3
+        from app.commands import replay
+
         report["fusion"] = replay.fuse_for_demo(args.recording, args.out, max_frames=args.max_frames)
     rpath = args.report or (args.out / "demo_report.json")
     write_report(rpath, report)
