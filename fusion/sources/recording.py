@@ -18,9 +18,11 @@ How it works (the shape of Open3D's RSBagReader: a reader thread filling a small
   converted losslessly to `.db3` with `rs.context().convert_bag_to_db3` in a temporary folder, which
   plays every frame); a loss that repeats is an InputError (truncated or corrupt file).
 * Repeated frames are dropped by frame number. Each depth frame is paired with the color frame nearest
-  in time (looking ahead when the color frame has not arrived yet, so a depth frame recorded before the
-  first color frame gets that first color frame); a recording with no color at all gives a gray color
-  image derived from depth, and says so in `frame.meta["color_source"]`.
+  in time, decided from the index (so never by the order in which the SDK's threads deliver frames): a
+  depth frame recorded before the first color frame waits for, and gets, that first color frame. Only a
+  depth frame whose nearest color frame comes more than ~10 depth frames later in the file (more than
+  playback can hold without the SDK dropping frames) gets a gray color image derived from depth instead,
+  as does every frame of a recording without color; `frame.meta["color_source"]` says which.
 * Depth is aligned to color with rs.align (`align="color"`, the default, frames then share the color
   intrinsics) or color to depth (`align="depth"`: the depth camera and resolution are kept). Depth units
   and intrinsics come from the recording.
@@ -189,6 +191,32 @@ def index_recording(path: str | Path) -> RecordingIndex:
     return idx
 
 
+def nearest_color_positions(index: RecordingIndex, max_wait: int | None = None) -> list[int | None]:
+    """For each depth frame, the position (in index.color) of the color frame nearest in time, or None.
+
+    Ties go to the earlier color frame; a depth frame recorded before the first color frame gets that
+    first color frame. None when the recording has no color frame, or when the nearest color frame comes
+    more than `max_wait` depth frames later in the file (playback cannot hold that many depth frames; such
+    a frame gets a gray color image). Decided from the index alone, so the pairing never depends on the
+    order in which the SDK's threads deliver frames.
+    """
+    ct = [e.timestamp_ms for e in index.color]
+    if not ct:
+        return [None] * len(index.depth)
+    depth_file = sorted(e.file_time_ns for e in index.depth)
+    out: list[int | None] = []
+    for i, e in enumerate(index.depth):
+        j = bisect.bisect_left(ct, e.timestamp_ms)
+        cands = [k for k in (j - 1, j) if 0 <= k < len(ct)]
+        best = min(cands, key=lambda k: (abs(ct[k] - e.timestamp_ms), k))
+        if max_wait is not None:
+            read_before = bisect.bisect_left(depth_file, index.color[best].file_time_ns)  # depth frames read first
+            if read_before - i > max_wait:
+                best = None
+        out.append(best)
+    return out
+
+
 # ----------------------------------------------------------------------------------------------- SDK
 
 
@@ -277,8 +305,10 @@ class _Session(threading.Thread):
     Messages put in `out`: ("frame", RGBDFrame), ("end", None), ("error", exc), ("lost", first_lost_index).
     """
 
-    MAX_PENDING_DEPTH = 4  # depth frames waiting for a later color frame (each holds an SDK frame)
-    MAX_COLORS = 8  # color frames kept as pairing candidates (the SDK pool holds ~32 per stream)
+    #: depth frames held while waiting for their (later) color frame; with the raw queue this stays below
+    #: the ~32 frames per stream that the SDK's frame pool holds (more and it drops frames, measured)
+    MAX_PENDING_DEPTH = 12
+    MAX_COLORS = 8  # color frames kept for depth frames still to come
     QUIET_S = 0.3  # after the SDK reports "stopped", how long no frame must arrive to call it the end
 
     def __init__(self, source: "RecordingSource", play_path: Path, start: int) -> None:
@@ -391,10 +421,11 @@ class _Session(threading.Thread):
         import pyrealsense2 as rs
 
         n_depth, n_color = len(self.index.depth), len(self.index.color)
+        nearest = self.src.nearest_color  # position of the color frame nearest in time to each depth frame
         pos = 0  # position (in index.depth) of the next depth frame expected from the SDK
         cpos = 0  # position (in index.color) of the next color frame expected
         pending: collections.deque = collections.deque()  # (position, depth frame) waiting for a color
-        colors: collections.deque = collections.deque()  # recent color frames, in order
+        colors: dict[int, Any] = {}  # color position -> color frame, kept while a depth frame may need it
         seen_depth: set[int] = set()
         seen_color: set[int] = set()
         stopped_since: float | None = None
@@ -405,20 +436,22 @@ class _Session(threading.Thread):
         def resolve() -> bool:
             while pending:
                 i, d = pending[0]
-                t = d.get_timestamp()
-                ts = [c.get_timestamp() for c in colors]
-                j = bisect.bisect_left(ts, t)  # first color with ts >= t
-                if j == len(colors) and cpos < n_color and len(pending) < self.MAX_PENDING_DEPTH:
-                    return True  # a nearer color frame may still come
-                cands = [k for k in (j - 1, j) if 0 <= k < len(colors)]
-                best = min(cands, key=lambda k: (abs(ts[k] - t), k)) if cands else None
-                c = colors[best] if best is not None else None
-                if not self._emit(i, d, c, proc, composer):
+                need = nearest[i]
+                note = None
+                if need is None and n_color:
+                    note = "gray-from-depth (the nearest color frame comes too many depth frames later)"
+                if need is not None and need not in colors:
+                    if need >= cpos and len(pending) <= self.MAX_PENDING_DEPTH:
+                        return True  # its color frame is still to come
+                    note = f"gray-from-depth (color frame #{need}, the nearest, could not be held)"
+                c = colors.get(need) if need is not None else None
+                if not self._emit(i, d, c, proc, composer, note):
                     return False
                 pending.popleft()
-                if best is not None:
-                    for _ in range(best):  # later depth frames are nearer to later colors
-                        colors.popleft()
+                if pending or pos < n_depth:  # colors no later depth frame needs (nearest is monotone)
+                    keep_from = nearest[pending[0][0]] if pending else nearest[min(pos, n_depth - 1)]
+                    for k in [k for k in colors if keep_from is None or k < keep_from]:
+                        del colors[k]
             return True
 
         while not (self.stop_event.is_set() or self._callbacks_off.is_set()):
@@ -451,9 +484,9 @@ class _Session(threading.Thread):
                     self._put(("lost", undelivered()))
                     return
                 cpos = j + 1
-                colors.append(f)
+                colors[j] = f
                 while len(colors) > self.MAX_COLORS:
-                    colors.popleft()
+                    del colors[min(colors)]
             elif st == rs.stream.depth:
                 if num in seen_depth:
                     continue  # the SDK repeats frames: each recorded frame is delivered once
@@ -472,7 +505,7 @@ class _Session(threading.Thread):
             if not resolve():
                 return
 
-    def _emit(self, i: int, depth: Any, color: Any | None, proc: Any, composer: Any) -> bool:
+    def _emit(self, i: int, depth: Any, color: Any | None, proc: Any, composer: Any, note: str | None = None) -> bool:
         entry = self.index.depth[i]
         meta = {
             "source": str(self.src.path),
@@ -484,7 +517,7 @@ class _Session(threading.Thread):
         fs = composer.compose(depth, color) if color is not None else depth
         frame = proc.process(fs, index=i, timestamp_s=(entry.timestamp_ms - self._t0_ms) / 1000.0, meta=meta)
         if color is None and self.index.color_topic is not None:
-            frame.meta["color_source"] = "gray-from-depth (the color stream has no frame)"
+            frame.meta["color_source"] = note or "gray-from-depth (the color stream has no frame)"
         return self._put(("frame", frame))
 
     def shutdown(self, timeout_s: float = 5.0) -> bool:
@@ -542,6 +575,7 @@ class RecordingSource(FrameSource):
         if self.info["_depth_intrinsics"] is None:
             raise InputError(f"{self.path}: the SDK finds no depth stream in the recording")
         self._times = [(e.timestamp_ms - self.index.depth[0].timestamp_ms) / 1000.0 for e in self.index.depth]
+        self.nearest_color = nearest_color_positions(self.index, _Session.MAX_PENDING_DEPTH - 2)
         self._tmpdir: Path | None = None
         self._play_path = self.path
         if self.path.suffix.lower() == ".bag" and bag_mode == "convert":
@@ -562,8 +596,8 @@ class RecordingSource(FrameSource):
                 self._peeked = self._read()
             if self._peeked is not None:
                 return self._peeked.intrinsics
-        k = self.info["_color_intrinsics"] if (self.align == "color" and self.info["_color_intrinsics"]) else \
-            self.info["_depth_intrinsics"]
+        with_color = self.align == "color" and self.info["_color_intrinsics"] and self.index.color
+        k = self.info["_color_intrinsics"] if with_color else self.info["_depth_intrinsics"]
         return Intrinsics(k["fx"], k["fy"], k["cx"], k["cy"], k["width"], k["height"])
 
     @property

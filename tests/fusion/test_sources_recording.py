@@ -216,6 +216,24 @@ def test_each_depth_frame_gets_the_color_frame_nearest_in_time(tmp_path: Path) -
         np.testing.assert_array_equal(_raw(g, 0.001), metres_to_raw(frames[g.index].depth, 0.001))
 
 
+def test_color_that_starts_late(tmp_path: Path) -> None:
+    """Color from frame 6 on: depth 0..5 wait for it; from frame 14 on: the first frames are too far."""
+    frames = synthetic_like_frames(16, 32, 24, seed=4)
+    path = tmp_path / "late.db3"
+    write_recording(frames, path, color_indices=range(6, 16), pace=False)
+    with RecordingSource(path) as src:
+        got = [g.meta["color_frame_number"] for g in src]
+    assert got == [6] * 7 + list(range(7, 16))
+    write_recording(frames, path, color_indices=[15], pace=False)
+    with RecordingSource(path) as src:
+        got = list(src)
+    far = [g.index for g in got if g.meta["color_frame_number"] is None]
+    assert far == [0, 1, 2, 3, 4]  # 11+ depth frames are read before the color frame: too many to hold
+    assert all(got[i].meta["color_source"].startswith("gray-from-depth (the nearest") for i in far)
+    assert all(g.meta["color_frame_number"] == 15 for g in got[len(far):])
+    np.testing.assert_array_equal(got[-1].color, frames[15].color)
+
+
 def test_depth_only_recording_gives_gray_color_from_depth(tmp_path: Path) -> None:
     frames = synthetic_like_frames(2, 32, 24)
     path = tmp_path / "depth_only.db3"
