@@ -92,16 +92,17 @@ def integrate_blocks(
     pose aff[0] (camera <- canonical, float32 [3, 4]). It is projected to the nearest pixel; with live
     depth d (metres, valid in [dmin, dmax]) and voxel depth z, sdf = d - z; voxels with sdf < -trunc are
     left alone, others get tsdf <- (tsdf*w + min(1, sdf/trunc)) / (w + 1), w <- min(w + 1, max_weight),
-    and (when sdf <= trunc and `use_color`) the color is blended the same way.
+    and (when sdf <= trunc and `use_color`) the color is blended the same way. Arithmetic is float32.
     depth: float32 [H, W] metres; image: uint8 [H, W, 3]. Returns the number of voxels updated.
     """
     h, w = depth.shape
-    nv = bs * bs * bs
     counts = np.zeros(active.shape[0], np.int64)
     vox = np.float32(voxel)
-    ox = np.float32(origin[0]) + np.float32(0.5) * vox
-    oy = np.float32(origin[1]) + np.float32(0.5) * vox
-    oz = np.float32(origin[2]) + np.float32(0.5) * vox
+    half = np.float32(0.5)
+    one = np.float32(1.0)
+    ox = np.float32(origin[0]) + half * vox
+    oy = np.float32(origin[1]) + half * vox
+    oz = np.float32(origin[2]) + half * vox
     ffx = np.float32(fx)
     ffy = np.float32(fy)
     fcx = np.float32(cx)
@@ -110,67 +111,68 @@ def integrate_blocks(
     itr = np.float32(1.0 / trunc)
     umax = np.float32(w - 0.5)
     vmax = np.float32(h - 0.5)
-    half = np.float32(0.5)
+    fdmin = np.float32(dmin)
+    fdmax = np.float32(dmax)
+    fmaxw = np.float32(max_weight)
     for ii in prange(active.shape[0]):
         b = active[ii]
         bx = coords[b, 0] * bs
         by = coords[b, 1] * bs
         bz = coords[b, 2] * bs
         cnt = 0
-        for v in range(nv):
-            i = v // (bs * bs)
-            j = (v // bs) % bs
-            k = v % bs
+        v = -1
+        for i in range(bs):
             px = ox + np.float32(bx + i) * vox
-            py = oy + np.float32(by + j) * vox
-            pz = oz + np.float32(bz + k) * vox
-            x = np.float32(0.0)
-            y = np.float32(0.0)
-            z = np.float32(0.0)
-            if use_warp:
-                hit = False
-                for a in range(4):
-                    n = anchors[b, v, a]
-                    if n < 0:
+            for j in range(bs):
+                py = oy + np.float32(by + j) * vox
+                for k in range(bs):
+                    pz = oz + np.float32(bz + k) * vox
+                    v += 1
+                    x = np.float32(0.0)
+                    y = np.float32(0.0)
+                    z = np.float32(0.0)
+                    if use_warp:
+                        hit = False
+                        for a in range(4):
+                            n = anchors[b, v, a]
+                            if n < 0:
+                                continue
+                            hit = True
+                            wa = skin_w[b, v, a]
+                            x += wa * (aff[n, 0, 0] * px + aff[n, 0, 1] * py + aff[n, 0, 2] * pz + aff[n, 0, 3])
+                            y += wa * (aff[n, 1, 0] * px + aff[n, 1, 1] * py + aff[n, 1, 2] * pz + aff[n, 1, 3])
+                            z += wa * (aff[n, 2, 0] * px + aff[n, 2, 1] * py + aff[n, 2, 2] * pz + aff[n, 2, 3])
+                        if not hit:
+                            continue
+                    else:
+                        x = aff[0, 0, 0] * px + aff[0, 0, 1] * py + aff[0, 0, 2] * pz + aff[0, 0, 3]
+                        y = aff[0, 1, 0] * px + aff[0, 1, 1] * py + aff[0, 1, 2] * pz + aff[0, 1, 3]
+                        z = aff[0, 2, 0] * px + aff[0, 2, 1] * py + aff[0, 2, 2] * pz + aff[0, 2, 3]
+                    if z <= np.float32(1e-6):
                         continue
-                    hit = True
-                    wa = skin_w[b, v, a]
-                    x += wa * (aff[n, 0, 0] * px + aff[n, 0, 1] * py + aff[n, 0, 2] * pz + aff[n, 0, 3])
-                    y += wa * (aff[n, 1, 0] * px + aff[n, 1, 1] * py + aff[n, 1, 2] * pz + aff[n, 1, 3])
-                    z += wa * (aff[n, 2, 0] * px + aff[n, 2, 1] * py + aff[n, 2, 2] * pz + aff[n, 2, 3])
-                if not hit:
-                    continue
-            else:
-                x = aff[0, 0, 0] * px + aff[0, 0, 1] * py + aff[0, 0, 2] * pz + aff[0, 0, 3]
-                y = aff[0, 1, 0] * px + aff[0, 1, 1] * py + aff[0, 1, 2] * pz + aff[0, 1, 3]
-                z = aff[0, 2, 0] * px + aff[0, 2, 1] * py + aff[0, 2, 2] * pz + aff[0, 2, 3]
-            if z <= np.float32(1e-6):
-                continue
-            iz = np.float32(1.0) / z
-            uf = ffx * x * iz + fcx
-            vf = ffy * y * iz + fcy
-            if not (uf > -half and uf < umax and vf > -half and vf < vmax):
-                continue
-            u = int(uf + half)
-            r = int(vf + half)
-            d = depth[r, u]
-            if d <= 0.0 or d < dmin or d > dmax:
-                continue
-            sdf = d - z
-            if sdf < -ftr:
-                continue
-            t = sdf * itr
-            if t > 1.0:
-                t = np.float32(1.0)
-            w_old = weight[b, v]
-            w_new = w_old + np.float32(1.0)
-            tsdf[b, v] = (tsdf[b, v] * w_old + t) / w_new
-            if use_color and sdf <= ftr:
-                for c in range(3):
-                    val = (np.float32(color[b, v, c]) * w_old + np.float32(image[r, u, c])) / w_new
-                    color[b, v, c] = np.uint8(min(np.float32(255.0), val + half))
-            weight[b, v] = min(w_new, np.float32(max_weight))
-            cnt += 1
+                    iz = one / z
+                    uf = ffx * x * iz + fcx
+                    vf = ffy * y * iz + fcy
+                    if not (uf > -half and uf < umax and vf > -half and vf < vmax):
+                        continue
+                    u = int(uf + half)
+                    r = int(vf + half)
+                    d = depth[r, u]
+                    if d <= np.float32(0.0) or d < fdmin or d > fdmax:
+                        continue
+                    sdf = d - z
+                    if sdf < -ftr:
+                        continue
+                    t = min(sdf * itr, one)
+                    w_old = weight[b, v]
+                    w_new = w_old + one
+                    tsdf[b, v] = (tsdf[b, v] * w_old + t) / w_new
+                    if use_color and sdf <= ftr:
+                        for c in range(3):
+                            val = (np.float32(color[b, v, c]) * w_old + np.float32(image[r, u, c])) / w_new
+                            color[b, v, c] = np.uint8(min(np.float32(255.0), val + half))
+                    weight[b, v] = min(w_new, fmaxw)
+                    cnt += 1
         counts[ii] = cnt
     return int(counts.sum())
 
@@ -276,43 +278,42 @@ def knn_grid_query(
 
 @njit(parallel=True, fastmath=True, cache=True)
 def inverse_warp_points(
-    live: np.ndarray, warped_nodes: np.ndarray, inv_aff: np.ndarray, sigma: float, cell: float
+    live: np.ndarray, warped_nodes: np.ndarray, inv_aff: np.ndarray, sigma: float, cell: float, group: int
 ) -> np.ndarray:
     """Approximate inverse warp of live-frame points to the canonical frame.
 
-    live: float32 [M, 3] metres (camera frame); warped_nodes: float32 [N, 3] = g_n + t_n;
-    inv_aff: float32 [N, 3, 4] = [R_n^T | g_n - R_n^T (g_n + t_n)] (the inverse of each node transform).
-    Each point is mapped by the blend of the inverse transforms of its 4 nearest warped nodes with weights
-    exp(-d^2 / (2 sigma^2)) (the nearest node alone when all weights vanish). Returns float32 [M, 3].
+    live: float32 [M, 3] metres (camera frame), in groups of `group` consecutive points that share one
+    inverse transform (e.g. the 3 band samples of a pixel: the transform is evaluated at the group's middle
+    point); warped_nodes: float32 [N, 3] = g_n + t_n; inv_aff: float32 [N, 3, 4] = [R_n^T | g_n - R_n^T (g_n + t_n)]
+    (the inverse of each node transform). The transform of a group is the blend of the inverse transforms
+    of the 4 nearest warped nodes to its middle point (among the grid cells of edge `cell` around it; the
+    nearest node overall when none) with weights exp(-(d^2 - d_0^2) / (2 sigma^2)). Returns float32 [M, 3].
     """
     m = live.shape[0]
     out = np.empty((m, 3), np.float32)
     gmin, dims, start, items = build_point_grid(warped_nodes, cell)
     inv2s2 = 1.0 / (2.0 * sigma * sigma)
-    for i in prange(m):
+    ng = m // group
+    for gi in prange(ng):
         idx = np.empty(4, np.int64)
         d2 = np.empty(4)
-        qx, qy, qz = live[i, 0], live[i, 1], live[i, 2]
+        c = gi * group + group // 2
+        qx, qy, qz = live[c, 0], live[c, 1], live[c, 2]
         nf = knn_grid_query(qx, qy, qz, warped_nodes, gmin, dims, start, items, cell, 4, idx, d2)
-        x = 0.0
-        y = 0.0
-        z = 0.0
+        t = np.zeros((3, 4))
         ws = 0.0
         for a in range(nf):
             wa = np.exp(-(d2[a] - d2[0]) * inv2s2)  # relative to the nearest: never all zero
             n = idx[a]
-            x += wa * (inv_aff[n, 0, 0] * qx + inv_aff[n, 0, 1] * qy + inv_aff[n, 0, 2] * qz + inv_aff[n, 0, 3])
-            y += wa * (inv_aff[n, 1, 0] * qx + inv_aff[n, 1, 1] * qy + inv_aff[n, 1, 2] * qz + inv_aff[n, 1, 3])
-            z += wa * (inv_aff[n, 2, 0] * qx + inv_aff[n, 2, 1] * qy + inv_aff[n, 2, 2] * qz + inv_aff[n, 2, 3])
+            for r in range(3):
+                for q in range(4):
+                    t[r, q] += wa * inv_aff[n, r, q]
             ws += wa
-        if ws > 0:
-            out[i, 0] = x / ws
-            out[i, 1] = y / ws
-            out[i, 2] = z / ws
-        else:
-            out[i, 0] = qx
-            out[i, 1] = qy
-            out[i, 2] = qz
+        for j in range(gi * group, gi * group + group):
+            px, py, pz = live[j, 0], live[j, 1], live[j, 2]
+            out[j, 0] = (t[0, 0] * px + t[0, 1] * py + t[0, 2] * pz + t[0, 3]) / ws
+            out[j, 1] = (t[1, 0] * px + t[1, 1] * py + t[1, 2] * pz + t[1, 3]) / ws
+            out[j, 2] = (t[2, 0] * px + t[2, 1] * py + t[2, 2] * pz + t[2, 3]) / ws
     return out
 
 

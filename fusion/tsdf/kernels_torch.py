@@ -84,19 +84,22 @@ def candidates_rigid_t(vol: "TSDFVolume", frame: RGBDFrame, r: np.ndarray, t: np
 
 
 def inverse_warp_points_t(live: torch.Tensor, warped_nodes: torch.Tensor, inv_aff: torch.Tensor, sigma: float,
-                          cell: float) -> torch.Tensor:
+                          cell: float, group: int = 1) -> torch.Tensor:
     """Torch twin of `kernels_nb.inverse_warp_points` (same neighbourhood rule: the 4 nearest warped nodes
-    among the grid cells of edge `cell` around the point, the nearest node overall when none)."""
+    among the grid cells of edge `cell` around each group's middle point, the nearest node overall when none;
+    one blended inverse transform per group of `group` consecutive points)."""
     n = warped_nodes.shape[0]
     gmin = warped_nodes.double().min(0).values
     hi = warped_nodes.double().max(0).values
     dims = torch.clamp(torch.floor((hi - gmin) / cell).long() + 1, min=1)
     ncell = torch.minimum(torch.floor((warped_nodes.double() - gmin) / cell).long(), dims - 1)
-    out = torch.empty_like(live)
+    grouped = live.reshape(-1, group, 3)
+    mid = grouped[:, group // 2]
+    out = torch.empty_like(grouped)
     inv2s2 = 1.0 / (2.0 * sigma * sigma)
     kk = min(4, n)
-    for s in range(0, live.shape[0], 8192):
-        q = live[s:s + 8192]
+    for s in range(0, mid.shape[0], 8192):
+        q = mid[s:s + 8192]
         qcell = torch.floor((q.double() - gmin) / cell).long()
         d2 = torch.cdist(q.double(), warped_nodes.double()) ** 2
         near = torch.all((ncell[None] - qcell[:, None]).abs() <= 1, dim=-1)
@@ -110,11 +113,11 @@ def inverse_warp_points_t(live: torch.Tensor, warped_nodes: torch.Tensor, inv_af
             vals[none, 1:] = float("inf")
         valid = torch.isfinite(vals)
         w = torch.where(valid, torch.exp(-(vals - vals[:, :1]) * inv2s2), torch.zeros_like(vals))
-        a = inv_aff[idx].double()  # [Q, k, 3, 4]
-        moved = torch.einsum("qkij,qj->qki", a[..., :3], q.double()) + a[..., 3]
-        res = (w[..., None] * moved).sum(1) / w.sum(1, keepdim=True)
+        a = (w[..., None, None] * inv_aff[idx].double()).sum(1) / w.sum(1)[:, None, None]  # [Q, 3, 4]
+        pts = grouped[s:s + 8192].double()
+        res = torch.einsum("qij,qgj->qgi", a[..., :3], pts) + a[:, None, :, 3]
         out[s:s + 8192] = res.to(live.dtype)
-    return out
+    return out.reshape(-1, 3)
 
 
 def candidates_warped_t(vol: "TSDFVolume", frame: RGBDFrame, wn: np.ndarray, inv: np.ndarray, sigma: float,
@@ -122,7 +125,7 @@ def candidates_warped_t(vol: "TSDFVolume", frame: RGBDFrame, wn: np.ndarray, inv
     """Non-rigid allocation candidates through the approximate inverse warp (see `kernels_nb`)."""
     pts = _band_t(vol, frame, stride, use_mask)
     can = inverse_warp_points_t(pts, torch.as_tensor(wn, device=vol.device), torch.as_tensor(inv, device=vol.device),
-                                sigma, cell)
+                                sigma, cell, 3)
     return _candidates_t(vol, can).cpu().numpy(), can.cpu().numpy()
 
 

@@ -336,14 +336,15 @@ class TSDFVolume:
     # ------------------------------------------------------------------ allocation
 
     def _stride(self, frame: RGBDFrame) -> int:
+        """Pixel stride of allocation samples: about one voxel apart at the nearer depths of the frame."""
         if self.config.alloc_stride > 0:
             return int(self.config.alloc_stride)
-        d = frame.depth[::4, ::4]
+        d = frame.depth[::16, ::16].ravel()
         d = d[(d > self.config.depth_min) & (d <= self.config.depth_max)]
         if d.size == 0:
             return 1
         k = frame.intrinsics
-        z = float(np.percentile(d, 25))
+        z = float(np.partition(d, d.size // 4)[d.size // 4])
         return max(1, int(self.voxel_size * min(k.fx, k.fy) / z))
 
     def _band(self, frame: RGBDFrame, use_mask: bool) -> np.ndarray:
@@ -372,7 +373,7 @@ class TSDFVolume:
     def _commit(self, cand: np.ndarray) -> np.ndarray:
         """Allocate the blocks of candidate linear ids; returns the new block ids (int64)."""
         if self.backend == "numba":
-            new = nb.mark_new_blocks(cand, self.index)
+            new = nb.mark_new_blocks(np.ascontiguousarray(cand[cand >= 0]), self.index)
         else:
             new = self._t.mark_new_blocks_t(self, cand)
         n_new = int(new.shape[0])
@@ -433,7 +434,7 @@ class TSDFVolume:
         if self.backend == "numba":
             pts = self._band(frame, use_mask)
             with nb.numba_threads(self._threads(len(pts) * 8)):
-                can = nb.inverse_warp_points(pts, wn, inv, sigma, cell)
+                can = nb.inverse_warp_points(pts, wn, inv, sigma, cell, 3)
                 cand = nb.candidate_blocks(can, self.origin, self.block_m, self.index, self.voxel_size)
         else:
             cand, can = self._t.candidates_warped_t(self, frame, wn, inv, sigma, cell, self._stride(frame), use_mask)
