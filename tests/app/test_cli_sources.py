@@ -93,3 +93,15 @@ def test_playback_bench_section_reports_both_loops(tmp_path: Path, capsys) -> No
     assert fig["ours_frames"] >= 1 and fig["reference_sdk_frames"] >= 1
     assert fig["ours_fps"] > 0 and fig["reference_sdk_fps"] > 0
     assert fig["ratio_ours_over_reference"] == pytest.approx(fig["ours_fps"] / fig["reference_sdk_fps"])
+
+
+def test_inspect_recording_without_depth_exit_2(tmp_path: Path, capsys) -> None:
+    pytest.importorskip("pyrealsense2")
+    from fusion.bench import synthetic_like_frames
+    from fusion.sources.recorder import write_recording
+
+    p = tmp_path / "color_only.db3"
+    write_recording(synthetic_like_frames(1, 32, 24), p, depth=False, pace=False)
+    assert main(["inspect", str(p)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "color_only.db3: the recording has no depth stream" in err[0]
