@@ -28,6 +28,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="NeuralQAAD decoder or the AtlasNetV2-style baseline")
     p.add_argument("--batch", type=int, default=4, help="clouds per training step")
     p.add_argument("--samples", type=int, default=2048, help="points per cloud per training step")
+    p.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate (paper: 1e-3)")
     p.add_argument("--fp16", action="store_true", help="store the weights as float16")
     p.add_argument("--eval-clouds", type=int, default=None, help="measure EM-kD on this many clouds (default all)")
     p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
@@ -50,15 +51,15 @@ def run(args: argparse.Namespace) -> int:
                     ("--samples", args.samples), ("--steps", args.steps)):
         if v is not None and v < 1:
             raise InputError(f"{name} must be positive, got {v}")
-    if args.ratio <= 0:
-        raise InputError(f"--ratio must be positive, got {args.ratio}")
+    if args.ratio <= 0 or args.lr <= 0 or (args.seconds is not None and args.seconds <= 0):
+        raise InputError("--ratio, --lr and --seconds must be positive")
     if args.out.exists() and args.out.is_dir():
         raise InputError(f"{args.out}: is a folder, expected a .qaad file path")
     ds = load_dataset(args.inputs, n_points=args.points, seed=args.seed)
     for note in ds.notes:
         print(f"nrstudio compress: {note}", file=sys.stderr)
     train = TrainConfig(mode=args.mode, steps=args.steps, seconds=args.seconds, batch=args.batch,
-                        samples=args.samples, seed=args.seed, device=args.device)
+                        samples=args.samples, lr=args.lr, seed=args.seed, device=args.device)
     cfg = CompressConfig(kind=args.decoder, patches=args.patches, latent=args.latent, ratio=args.ratio, train=train,
                          fp16=args.fp16, eval_clouds=args.eval_clouds)
     bar = None if args.quiet else tqdm(total=1000, file=sys.stderr, desc="compress", leave=False)
