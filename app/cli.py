@@ -31,13 +31,13 @@ class Command:
 
 COMMANDS: list[Command] = [
     Command("demo", "bundled recording -> mesh + report + preview image", "app.commands.demo", "#2, #3"),
-    Command("replay", "replay a recording (.bag/.db3/folder) through the fusion pipeline", None, "#3 non-rigid fusion core"),
+    Command("replay", "replay a recording (.bag/.db3/folder) through the fusion pipeline", "app.commands.replay", "#3"),
     Command("record", "record from a connected RealSense to .db3", "app.commands.record", "#2 foundation"),
     Command("devices", "list connected RealSense devices", "app.commands.devices", "#2 foundation"),
-    Command("gui", "the desktop app", None, "#5 desktop app"),
-    Command("eval-tracking", "EPE 3D / graph error on a DeepDeform-layout folder", None, "#4 neural tracker"),
-    Command("lpdc", "LPDC 4D reconstruction of a point-cloud / mesh sequence", None, "#7 LPDC"),
-    Command("deform", "implicit feature-matching deformation of SRC toward TGT", None, "#8 feature matching"),
+    Command("gui", "the desktop app", "app.commands.gui", "#5 desktop app"),
+    Command("eval-tracking", "EPE 3D / graph error on a DeepDeform-layout folder", "app.commands.eval_tracking", "#4 neural tracker"),
+    Command("lpdc", "LPDC 4D reconstruction of a point-cloud / mesh sequence", "app.commands.lpdc", "#7 LPDC"),
+    Command("deform", "implicit feature-matching deformation of SRC toward TGT", "app.commands.deform", "#8 feature matching"),
     Command("match", "DiffuMatch shape matching SRC -> TGT", None, "#9 DiffuMatch"),
     Command("compress", "NeuralQAAD compression of point clouds", "app.commands.compress", "#6 NeuralQAAD"),
     Command("decompress", "decompress a .qaad file to PLY clouds", "app.commands.decompress", "#6 NeuralQAAD"),

@@ -85,3 +85,57 @@ def save_png(path: str, image: np.ndarray) -> None:
 
     with atomic_path(path) as tmp:
         Image.fromarray(np.asarray(image, dtype=np.uint8)).save(tmp, format="PNG")
+
+
+def _rot_y(deg: float) -> np.ndarray:
+    a = np.deg2rad(deg)
+    c, s = np.cos(a), np.sin(a)
+    return np.array([[c, 0, s], [0, 1, 0], [-s, 0, c]])
+
+
+def render_mesh_views(
+    vertices: np.ndarray,
+    faces: np.ndarray,
+    colors: np.ndarray | None = None,
+    size: int = 360,
+    yaws: Sequence[float] = (-40.0, 0.0, 40.0),
+) -> np.ndarray:
+    """Render a mesh from a few viewpoints around its centre, side by side (software z-buffer, no GL).
+
+    vertices float [V, 3] metres (OpenCV camera frame); faces int [F, 3]; colors optional uint8 [V, 3]
+    (gray when absent). Each view looks at the mesh centroid from the front (-z side) turned by `yaw`
+    degrees about the vertical axis, Lambert-shaded with a headlight. Returns uint8 [size, size * len(yaws), 3].
+    """
+    from fusion.camera import Intrinsics
+    from fusion.synthetic.raster import rasterize
+
+    v = np.asarray(vertices, np.float64)
+    f = np.asarray(faces, np.int64)
+    out = np.full((size, size * len(yaws), 3), 28, np.uint8)
+    if len(v) == 0 or len(f) == 0:
+        return out
+    col = np.full((len(v), 3), 200, np.float64) if colors is None else np.asarray(colors, np.float64)
+    centre = 0.5 * (v.min(0) + v.max(0))
+    radius = float(np.linalg.norm(v - centre, axis=1).max()) or 1.0
+    k = Intrinsics(size * 1.2, size * 1.2, (size - 1) / 2, (size - 1) / 2, size, size)
+    dist = 1.2 / 0.45  # in units of the radius: the bounding sphere fills ~90 % of the view
+    for n, yaw in enumerate(yaws):
+        r = _rot_y(yaw)
+        pv = ((v - centre) / radius) @ r.T + np.array([0.0, 0.0, dist])
+        depth, tri, bary = rasterize(pv, f, k)
+        hit = tri >= 0
+        if not hit.any():
+            continue
+        fi = tri[hit]
+        b = bary[hit].astype(np.float64)
+        a_, b_, c_ = pv[f[fi, 0]], pv[f[fi, 1]], pv[f[fi, 2]]
+        nrm = np.cross(b_ - a_, c_ - a_)
+        nrm /= np.linalg.norm(nrm, axis=1, keepdims=True) + 1e-12
+        pts = b[:, :1] * a_ + b[:, 1:2] * b_ + b[:, 2:3] * c_
+        view = -pts / (np.linalg.norm(pts, axis=1, keepdims=True) + 1e-12)
+        lam = np.abs((nrm * view).sum(1))  # two-sided headlight
+        albedo = b[:, :1] * col[f[fi, 0]] + b[:, 1:2] * col[f[fi, 1]] + b[:, 2:3] * col[f[fi, 2]]
+        shaded = np.clip(albedo * (0.25 + 0.75 * lam[:, None]), 0, 255)
+        tile = out[:, n * size : (n + 1) * size]
+        tile[hit] = shaded.astype(np.uint8)
+    return out
