@@ -52,6 +52,11 @@ def _not_available(cmd: Command) -> int:
     return 4
 
 
+def _broken(cmd: Command, err: ImportError) -> int:
+    print(f"nrstudio {cmd.name}: not available in this installation ({type(err).__name__}: {err})", file=sys.stderr)
+    return 4
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The full argument parser with every command of the contract."""
     parser = argparse.ArgumentParser(
@@ -67,7 +72,12 @@ def build_parser() -> argparse.ArgumentParser:
             p.add_argument("rest", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
             p.set_defaults(_run=lambda args, c=cmd: _not_available(c))
             continue
-        mod = importlib.import_module(cmd.module)
+        try:
+            mod = importlib.import_module(cmd.module)
+        except ImportError as e:  # a broken or missing module must not take the other commands down
+            p.add_argument("rest", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
+            p.set_defaults(_run=lambda args, c=cmd, err=e: _broken(c, err))
+            continue
         mod.add_arguments(p)
         p.set_defaults(_run=mod.run)
     return parser
