@@ -1,0 +1,89 @@
+"""`nrstudio bench --only lpdc`: LPDC vs the ODE baseline vs nearest-neighbour tracking.
+
+On the real samba sequence (../shared/data/sequences/samba, frames 0..16 = mesh_0000 .. mesh_0080,
+the evaluation window; the shipped weights never saw these frames, they were trained on frames
+17..34 and on horse-gallop plus procedural shapes): 300 points per frame with noise 0.001 (unit scale),
+correspondence_l2 / chamfer / iou of the three methods, and the inference times of LPDC and the ODE
+baseline (the fastest of `repeats` runs, CPU threads as set by the caller). Also a procedural
+humanoid (seed 123456; training draws its shapes from other random streams), with evenly and with
+unevenly sampled frame times, for a second, synthetic data point.
+"""
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from models.lpdc.data import MeshSequence, load_mesh_sequence, procedural_mesh_sequence
+from models.lpdc.pipeline import RunOptions, prepare_meshes, run_prepared
+
+SAMBA_WINDOW = (0, 17)
+
+
+def _summary(report: dict) -> dict:
+    keep = ("correspondence_l2", "chamfer", "iou", "inference_s", "mesh_s", "motion_s", "n_vertices")
+    out = {"lpdc": {k: report.get(k) for k in keep}}
+    for name, r in report.get("baselines", {}).items():
+        out[name] = {k: r.get(k) for k in keep if k in r}
+    return out
+
+
+def bench_sequence(seq: MeshSequence, opts: RunOptions, times: np.ndarray | None = None) -> dict:
+    """All three methods on one constant-connectivity window (world units; frame times [T], default
+    even) -> figures dict."""
+    prep = prepare_meshes(seq, opts, times=times)
+    report, _ = run_prepared(prep, None, opts)
+    fig = _summary(report)
+    fig["inference_s"] = report["inference_s"]
+    if "ode" in report.get("baselines", {}):
+        ode = report["baselines"]["ode"]
+        fig["ode_inference_s"] = ode["inference_s"]
+        fig["speedup_vs_ode"] = ode["inference_s"] / report["inference_s"]
+        fig["motion_speedup_vs_ode"] = ode["motion_s"] / max(report["motion_s"], 1e-9)
+    fig["notes"] = report.get("notes", [])
+    return fig
+
+
+def run_bench(quick: bool = False) -> dict:
+    """The `lpdc` bench section (see module docstring). quick: fewer evaluation samples, 1 timing run."""
+    from fusion.paths import shared_data_dir
+    from models.lpdc.training import default_weights
+
+    if not default_weights().is_file():
+        return {"error": f"no shipped weights at {default_weights()} (run `nrstudio train lpdc`)"}
+    n_eval = 5_000 if quick else 30_000
+    opts = RunOptions(frames=17, points=300, noise=0.001, seed=0, device="cpu", repeats=1 if quick else 3,
+                      n_chamfer=n_eval, n_tracks=n_eval, n_iou=n_eval)
+    out: dict = {"torch_threads": torch.get_num_threads()}
+    samba = shared_data_dir() / "sequences" / "samba"
+    if samba.is_dir():
+        seq = load_mesh_sequence(samba)
+        a, b = SAMBA_WINDOW
+        win = MeshSequence(seq.vertices[a:b], seq.faces, seq.names[a:b])
+        fig = bench_sequence(win, opts)
+        out["inference_s"] = fig.pop("inference_s")
+        out["ode_inference_s"] = fig.pop("ode_inference_s", None)
+        out["speedup_vs_ode"] = fig.pop("speedup_vs_ode", None)
+        out["motion_speedup_vs_ode"] = fig.pop("motion_speedup_vs_ode", None)
+        out["samba"] = fig
+        out["samba"]["frames"] = f"{seq.names[a]}..{seq.names[b - 1]}"
+        c = {k: v["correspondence_l2"] for k, v in fig.items() if isinstance(v, dict) and "correspondence_l2" in v}
+        out["samba_best_correspondence"] = min(c, key=c.get) if c else None
+    else:
+        out["samba"] = f"skipped: {samba} not found"
+    if not quick or not samba.is_dir():
+        for name, uneven in (("procedural_humanoid", False), ("procedural_humanoid_uneven_times", True)):
+            seq, times = procedural_mesh_sequence("humanoid", 17, seed=123_456, resolution=64, uneven=uneven)
+            fig = bench_sequence(seq, opts, times=times)
+            if "inference_s" not in out:
+                out["inference_s"] = fig["inference_s"]
+                out["ode_inference_s"] = fig.get("ode_inference_s")
+            out[name] = {k: v for k, v in fig.items() if isinstance(v, dict)}
+    return out
+
+
+if __name__ == "__main__":  # pragma: no cover
+    import json
+    import sys
+
+    print(json.dumps(run_bench(quick="--quick" in sys.argv), indent=2, default=float))
+    np.seterr(all="ignore")

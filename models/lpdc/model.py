@@ -1,0 +1,340 @@
+"""LPDC-Net (Tang et al., CVPR 2021) and an Occupancy-Flow-style ODE baseline (Niemeyer et al., ICCV 2019).
+
+Shapes and units (unit scale, see config.py): B = batch, T = frames, N = input points per frame,
+P = query points, C = code size, H = hidden width. Points are float32 [.., 3]; times float32 in [0, 1].
+
+* `SpatioTemporalEncoder`: a spatial PointNet-ResNet per frame on (x, y, z) and a space-time
+  PointNet-ResNet on (x, y, z, t) points (max-pooled per frame and over the whole sequence between
+  ResNet blocks), fused into one code per frame: spatial codes s [B, T, C] and fused codes z [B, T, C].
+* `OccupancyDecoder`: Occupancy Networks' conditional-batch-norm decoder, logits of occupancy at t0
+  given s_0.
+* `DisplacementField`: the shared MLP g(p ⊕ z_src ⊕ z_dst) = p_dst - p_src. All target frames go
+  through ONE batched call (points broadcast against the [B, K] grid of frame pairs). The input
+  concatenation feeds a linear layer, written as W_p p + W_z [z_src, z_dst] (identical maths, the
+  code half computed once per frame pair instead of once per point); as in the reference code the
+  pair code is also added before every ResNet block.
+* `VelocityField` + `integrate`: the baseline's v(p, t; c) integrated by a fixed-step solver.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from models.lpdc.config import ModelConfig, ODEConfig
+
+
+class ResnetBlockFC(nn.Module):
+    """Fully connected ResNet block: x + fc_1(relu(fc_0(relu(x)))), linear shortcut when sizes differ."""
+
+    def __init__(self, size_in: int, size_out: int | None = None, size_h: int | None = None) -> None:
+        super().__init__()
+        size_out = size_in if size_out is None else size_out
+        size_h = min(size_in, size_out) if size_h is None else size_h
+        self.fc_0 = nn.Linear(size_in, size_h)
+        self.fc_1 = nn.Linear(size_h, size_out)
+        self.shortcut = None if size_in == size_out else nn.Linear(size_in, size_out, bias=False)
+        nn.init.zeros_(self.fc_1.weight)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """x [..., size_in] -> [..., size_out]."""
+        dx = self.fc_1(F.relu(self.fc_0(F.relu(x))))
+        xs = x if self.shortcut is None else self.shortcut(x)
+        return xs + dx
+
+
+class SpatioTemporalEncoder(nn.Module):
+    """Spatio-temporal PointNet-ResNet encoder (LPDC's `SpatioTemporalResnetPointnet`)."""
+
+    def __init__(self, c_dim: int = 128, hidden: int = 128, n_blocks: int = 5) -> None:
+        super().__init__()
+        if n_blocks < 1:
+            raise ValueError("n_blocks must be >= 1")
+        h = hidden
+        self.spatial_fc_pos = nn.Linear(3, 2 * h)
+        self.spatial_blocks = nn.ModuleList([ResnetBlockFC(2 * h, h) for _ in range(n_blocks)])
+        self.spatial_fc_c = nn.Linear(h, c_dim)
+        self.temporal_fc_pos = nn.Linear(4, 3 * h)
+        self.temporal_blocks = nn.ModuleList([ResnetBlockFC(3 * h, h) for _ in range(n_blocks)])
+        self.temporal_fc_c = nn.Linear(h, c_dim)
+        self.fc_fuse = nn.Linear(2 * c_dim, c_dim)
+
+    def spatial(self, points: torch.Tensor) -> torch.Tensor:
+        """The spatial branch alone: points [B, T, N, 3] -> spatial codes s [B, T, C] (frame by frame)."""
+        net = self.spatial_fc_pos(points)
+        for i, blk in enumerate(self.spatial_blocks):
+            net = blk(net)
+            if i < len(self.spatial_blocks) - 1:
+                net = torch.cat([net, net.max(dim=2, keepdim=True).values.expand_as(net)], dim=-1)
+        return self.spatial_fc_c(F.relu(net.max(dim=2).values))
+
+    def forward(self, points: torch.Tensor, times: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """points [B, T, N, 3], times [B, T] -> (spatial codes s [B, T, C], fused codes z [B, T, C])."""
+        B, T, N, _ = points.shape
+        # spatial branch: per frame, max-pool over the frame's points between blocks
+        s = self.spatial(points)
+        # space-time branch on (x, y, z, t): pool per frame and over the whole sequence
+        xt = torch.cat([points, times[:, :, None, None].expand(B, T, N, 1).to(points.dtype)], dim=-1)
+        net = self.temporal_fc_pos(xt)
+        for i, blk in enumerate(self.temporal_blocks):
+            net = blk(net)
+            if i < len(self.temporal_blocks) - 1:
+                pf = net.max(dim=2, keepdim=True).values
+                ps = pf.max(dim=1, keepdim=True).values
+                net = torch.cat([net, pf.expand_as(net), ps.expand_as(net)], dim=-1)
+        zt = self.temporal_fc_c(F.relu(net.max(dim=2).values))
+        z = self.fc_fuse(torch.cat([s, zt], dim=-1))
+        return s, z
+
+
+class CBatchNorm(nn.Module):
+    """Conditional batch norm: BN without affine over all points of the batch, then gamma(c), beta(c)."""
+
+    def __init__(self, c_dim: int, f_dim: int) -> None:
+        super().__init__()
+        self.bn = nn.BatchNorm1d(f_dim, affine=False)
+        self.gamma = nn.Linear(c_dim, f_dim)
+        self.beta = nn.Linear(c_dim, f_dim)
+        nn.init.zeros_(self.gamma.weight)
+        nn.init.ones_(self.gamma.bias)
+        nn.init.zeros_(self.beta.weight)
+        nn.init.zeros_(self.beta.bias)
+
+    def forward(self, x: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
+        """x [M, P, F], c [M, C] -> [M, P, F]."""
+        M, P, Fd = x.shape
+        xn = self.bn(x.reshape(M * P, Fd)).reshape(M, P, Fd)
+        return self.gamma(c)[:, None, :] * xn + self.beta(c)[:, None, :]
+
+
+class CResnetBlock(nn.Module):
+    """ResNet block with conditional batch norm (Occupancy Networks' CResnetBlockConv1d)."""
+
+    def __init__(self, c_dim: int, size: int) -> None:
+        super().__init__()
+        self.bn_0 = CBatchNorm(c_dim, size)
+        self.bn_1 = CBatchNorm(c_dim, size)
+        self.fc_0 = nn.Linear(size, size)
+        self.fc_1 = nn.Linear(size, size)
+        nn.init.zeros_(self.fc_1.weight)
+
+    def forward(self, x: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
+        """x [M, P, H], c [M, C] -> [M, P, H]."""
+        net = self.fc_0(F.relu(self.bn_0(x, c)))
+        dx = self.fc_1(F.relu(self.bn_1(net, c)))
+        return x + dx
+
+
+class OccupancyDecoder(nn.Module):
+    """Occupancy logits o(p | c) (Occupancy Networks' DecoderCBatchNorm)."""
+
+    def __init__(self, c_dim: int = 128, hidden: int = 128, n_blocks: int = 5) -> None:
+        super().__init__()
+        self.fc_p = nn.Linear(3, hidden)
+        self.blocks = nn.ModuleList([CResnetBlock(c_dim, hidden) for _ in range(n_blocks)])
+        self.bn = CBatchNorm(c_dim, hidden)
+        self.fc_out = nn.Linear(hidden, 1)
+
+    def forward(self, p: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
+        """p [M, P, 3], c [M, C] -> logits [M, P] (occupancy probability = sigmoid(logits))."""
+        net = self.fc_p(p)
+        for blk in self.blocks:
+            net = blk(net, c)
+        return self.fc_out(F.relu(self.bn(net, c))).squeeze(-1)
+
+
+class DisplacementField(nn.Module):
+    """g(p ⊕ z_src ⊕ z_dst) = p_dst - p_src, evaluated for every (batch, target frame) pair at once."""
+
+    def __init__(self, c_dim: int = 128, hidden: int = 128, n_blocks: int = 5) -> None:
+        super().__init__()
+        self.fc_p = nn.Linear(3, hidden)
+        self.fc_z = nn.Linear(2 * c_dim, hidden, bias=False)
+        self.fc_c = nn.ModuleList([nn.Linear(2 * c_dim, hidden) for _ in range(n_blocks)])
+        self.blocks = nn.ModuleList([ResnetBlockFC(hidden) for _ in range(n_blocks)])
+        self.fc_out = nn.Linear(hidden, 3)
+        nn.init.zeros_(self.fc_out.weight)
+        nn.init.zeros_(self.fc_out.bias)
+
+    def forward(self, p: torch.Tensor, z_src: torch.Tensor, z_dst: torch.Tensor) -> torch.Tensor:
+        """Displacements of points p from the source frame to every target frame.
+
+        p: [B, P, 3] (the same points for all targets) or [B, K, P, 3] (own points per target);
+        z_src: [B, C] or [B, K, C]; z_dst: [B, K, C]. Returns [B, K, P, 3] = p_dst - p_src.
+        """
+        B, K, C = z_dst.shape
+        if z_src.dim() == 2:
+            z_src = z_src[:, None, :].expand(B, K, C)
+        pair = torch.cat([z_src, z_dst], dim=-1)  # [B, K, 2C]
+        if p.dim() == 3:
+            p = p[:, None]  # [B, 1, P, 3], broadcast over K
+        net = self.fc_p(p) + self.fc_z(pair)[:, :, None, :]  # [B, K, P, H]
+        for fc_c, blk in zip(self.fc_c, self.blocks):
+            net = blk(net + fc_c(pair)[:, :, None, :])
+        return self.fc_out(F.relu(net))
+
+
+class VelocityField(nn.Module):
+    """v(p, t; c): the baseline's velocity field, same block structure and widths as `DisplacementField`."""
+
+    def __init__(self, c_dim: int = 128, hidden: int = 128, n_blocks: int = 5) -> None:
+        super().__init__()
+        self.fc_p = nn.Linear(4, hidden)
+        self.fc_z = nn.Linear(c_dim, hidden, bias=False)
+        self.fc_c = nn.ModuleList([nn.Linear(c_dim, hidden) for _ in range(n_blocks)])
+        self.blocks = nn.ModuleList([ResnetBlockFC(hidden) for _ in range(n_blocks)])
+        self.fc_out = nn.Linear(hidden, 3)
+        nn.init.zeros_(self.fc_out.weight)
+        nn.init.zeros_(self.fc_out.bias)
+
+    def forward(self, p: torch.Tensor, t: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
+        """p [B, ..., P, 3], t [B] (one time per batch item, units of the [0, 1] clip), c [B, C] -> [B, ..., P, 3]."""
+        shape = (p.shape[0],) + (1,) * (p.dim() - 2)
+        tt = t.reshape(shape + (1,)).to(p.dtype).expand(*p.shape[:-1], 1)
+        net = self.fc_p(torch.cat([p, tt], dim=-1)) + self.fc_z(c).reshape(shape + (-1,))
+        for fc_c, blk in zip(self.fc_c, self.blocks):
+            net = blk(net + fc_c(c).reshape(shape + (-1,)))
+        return self.fc_out(F.relu(net))
+
+
+def _solver_step(field, p: torch.Tensor, t: torch.Tensor, h: torch.Tensor, c: torch.Tensor, method: str) -> torch.Tensor:
+    """One fixed step of size h [B] from time t [B]; p [B, ..., 3]."""
+    hs = h.reshape((h.shape[0],) + (1,) * (p.dim() - 1)).to(p.dtype)
+    if method == "euler":
+        return p + hs * field(p, t, c)
+    if method != "rk4":
+        raise ValueError(f"unknown ODE method {method!r} (rk4|euler)")
+    k1 = field(p, t, c)
+    k2 = field(p + 0.5 * hs * k1, t + 0.5 * h, c)
+    k3 = field(p + 0.5 * hs * k2, t + 0.5 * h, c)
+    k4 = field(p + hs * k3, t + h, c)
+    return p + hs / 6.0 * (k1 + 2 * k2 + 2 * k3 + k4)
+
+
+def integrate_forward(field, p0: torch.Tensor, times: torch.Tensor, c: torch.Tensor, ode: ODEConfig) -> torch.Tensor:
+    """Integrate dp/dt = v(p, t; c) from t_0 through every frame time.
+
+    p0 [B, P, 3], times [B, T] increasing -> positions [B, T, P, 3] (index 0 = p0). Each interval
+    [t_k, t_k+1] takes `ode.substeps` fixed steps of `ode.method`.
+    """
+    out = [p0]
+    p = p0
+    T = times.shape[1]
+    for k in range(T - 1):
+        h = (times[:, k + 1] - times[:, k]) / ode.substeps
+        for s in range(ode.substeps):
+            p = _solver_step(field, p, times[:, k] + s * h, h, c, ode.method)
+        out.append(p)
+    return torch.stack(out, dim=1)
+
+
+def integrate_backward(field, pk: torch.Tensor, times: torch.Tensor, c: torch.Tensor, ode: ODEConfig) -> torch.Tensor:
+    """Carry points observed at frames 1..T-1 back to t_0.
+
+    pk [B, T-1, P, 3] (row j holds points at frame j+1), times [B, T] -> positions at t_0 [B, T-1, P, 3].
+    Sweeps the intervals from the last to the first; at interval k only the frames after it move.
+    """
+    T = times.shape[1]
+    x = pk
+    for k in range(T - 2, -1, -1):
+        h = (times[:, k] - times[:, k + 1]) / ode.substeps  # negative
+        part = x[:, k:]
+        for s in range(ode.substeps):
+            part = _solver_step(field, part, times[:, k + 1] + s * h, h, c, ode.method)
+        x = torch.cat([x[:, :k], part], dim=1)
+    return x
+
+
+class LPDCNet(nn.Module):
+    """LPDC-Net: encoder, occupancy decoder at t0, shared displacement field g."""
+
+    kind = "lpdc"
+
+    def __init__(self, cfg: ModelConfig) -> None:
+        super().__init__()
+        self.cfg = cfg
+        self.encoder = SpatioTemporalEncoder(cfg.c_dim, cfg.enc_hidden, cfg.enc_blocks)
+        self.decoder = OccupancyDecoder(cfg.c_dim, cfg.dec_hidden, cfg.dec_blocks)
+        self.displacement = DisplacementField(cfg.c_dim, cfg.motion_hidden, cfg.motion_blocks)
+
+    def encode(self, points: torch.Tensor, times: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """points [B, T, N, 3], times [B, T] -> (s [B, T, C], z [B, T, C])."""
+        return self.encoder(points, times)
+
+    def occupancy_logits(self, p: torch.Tensor, s0: torch.Tensor) -> torch.Tensor:
+        """p [B, P, 3] at t0, s0 [B, C] -> logits [B, P]."""
+        return self.decoder(p, s0)
+
+    def to_frames(self, p0: torch.Tensor, z: torch.Tensor, times: torch.Tensor | None = None) -> torch.Tensor:
+        """Points p0 [B, P, 3] at t0 to every frame in one batched call of g -> [B, T, P, 3]."""
+        return p0[:, None] + self.displacement(p0, z[:, 0], z)
+
+    def to_t0(self, pk: torch.Tensor, z: torch.Tensor, times: torch.Tensor | None = None) -> torch.Tensor:
+        """Points pk [B, T-1, P, 3] seen at frames 1..T-1 back to t0 (backward displacement) -> [B, T-1, P, 3]."""
+        B, T, C = z.shape
+        return pk + self.displacement(pk, z[:, 1:], z[:, :1].expand(B, T - 1, C))
+
+    def frame_to_frame(self, p0: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+        """Alias of `to_frames` (t0 -> all frames)."""
+        return self.to_frames(p0, z)
+
+
+class OFlowNet(nn.Module):
+    """Occupancy-Flow-style baseline: same encoder and decoder, a velocity field integrated in time.
+
+    The velocity field is conditioned on one sequence code c = fc(max_k z_k) (Occupancy Flow conditions
+    its velocity field on a single temporal code).
+    """
+
+    kind = "ode"
+
+    def __init__(self, cfg: ModelConfig, ode: ODEConfig) -> None:
+        super().__init__()
+        self.cfg = cfg
+        self.ode = ode
+        self.encoder = SpatioTemporalEncoder(cfg.c_dim, cfg.enc_hidden, cfg.enc_blocks)
+        self.decoder = OccupancyDecoder(cfg.c_dim, cfg.dec_hidden, cfg.dec_blocks)
+        self.fc_seq = nn.Linear(cfg.c_dim, cfg.c_dim)
+        self.velocity = VelocityField(cfg.c_dim, cfg.motion_hidden, cfg.motion_blocks)
+
+    def encode(self, points: torch.Tensor, times: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """points [B, T, N, 3], times [B, T] -> (s [B, T, C], z [B, T, C])."""
+        return self.encoder(points, times)
+
+    def occupancy_logits(self, p: torch.Tensor, s0: torch.Tensor) -> torch.Tensor:
+        """p [B, P, 3] at t0, s0 [B, C] -> logits [B, P]."""
+        return self.decoder(p, s0)
+
+    def sequence_code(self, z: torch.Tensor) -> torch.Tensor:
+        """z [B, T, C] -> c [B, C]."""
+        return self.fc_seq(F.relu(z.max(dim=1).values))
+
+    def to_frames(self, p0: torch.Tensor, z: torch.Tensor, times: torch.Tensor) -> torch.Tensor:
+        """Points p0 [B, P, 3] at t0 integrated through every frame -> [B, T, P, 3]."""
+        return integrate_forward(self.velocity, p0, times, self.sequence_code(z), self.ode)
+
+    def to_t0(self, pk: torch.Tensor, z: torch.Tensor, times: torch.Tensor) -> torch.Tensor:
+        """Points pk [B, T-1, P, 3] seen at frames 1..T-1 integrated back to t0 -> [B, T-1, P, 3]."""
+        return integrate_backward(self.velocity, pk, times, self.sequence_code(z), self.ode)
+
+
+def build_model(kind: str, cfg: ModelConfig, ode: ODEConfig | None = None) -> nn.Module:
+    """"lpdc" -> LPDCNet, "ode" -> OFlowNet."""
+    if kind == "lpdc":
+        return LPDCNet(cfg)
+    if kind == "ode":
+        return OFlowNet(cfg, ode or ODEConfig())
+    raise ValueError(f"unknown model kind {kind!r} (lpdc|ode)")
+
+
+def resolve_device(device: str) -> torch.device:
+    """"auto" -> cuda when available else cpu; "cpu"; "cuda" (raises InputError when absent)."""
+    from fusion.errors import InputError
+
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device == "cuda" and not torch.cuda.is_available():
+        raise InputError("--device cuda: no CUDA device is available (use --device cpu or auto)")
+    if device not in ("cpu", "cuda"):
+        raise InputError(f"unknown device {device!r} (auto|cpu|cuda)")
+    return torch.device(device)
