@@ -17,6 +17,8 @@ Terms (p canonical point with skinning anchors/weights, W(p) its warp, NNRT eq. 
 - point_to_point_term:  W(p) - q                      (3 rows)
 - reprojection_term:    pi(W(p)) - u                  (NNRT 2D term, pixels, 2 rows)
 - depth_term:           W(p)_z - z                    (NNRT depth term, metres)
+- photometric_term:     I(pi(W(p))) - c_p             (live intensity at the projection vs the model's;
+                                                       bilinear image, exact derivative of the interpolant)
 - arap_term:            R_i (g_j - g_i) + g_i + t_i - (g_j + t_j)   over graph edges (NNRT eq. 11, 3 rows)
 """
 from __future__ import annotations
@@ -37,7 +39,12 @@ __all__ = [
     "point_to_point_term",
     "reprojection_term",
     "depth_term",
+    "photometric_term",
+    "sample_bilinear_t",
+    "intensity_image_t",
     "arap_term",
+    "arap_term_edges",
+    "ArapEdges",
     "total_energy",
     "dense_jacobian_t",
 ]
@@ -71,7 +78,8 @@ class WarpParts:
     """Warped points and the pieces their Jacobian needs.
 
     warped [M,3] W(p); rotated [M,A,3] R_k (p - g_k) per anchor; idx long [M,A] (-1 = none);
-    w [M,A] skinning weights (0 where idx = -1); valid bool [M]: at least one anchor.
+    w [M,A] skinning weights (0 where idx = -1); valid bool [M]: at least one anchor;
+    normals [M,3] warped unit normals normalize(sum_k w_k R_k n) when normals were given, else None.
     """
 
     warped: torch.Tensor
@@ -79,28 +87,45 @@ class WarpParts:
     idx: torch.Tensor
     w: torch.Tensor
     valid: torch.Tensor
+    normals: torch.Tensor | None = None
+
+    def subset(self, sel: torch.Tensor) -> "WarpParts":
+        """The parts of the points selected by sel (long indices or bool mask [M])."""
+        return WarpParts(self.warped[sel], self.rotated[sel], self.idx[sel], self.w[sel], self.valid[sel],
+                         None if self.normals is None else self.normals[sel])
+
+
+def _matvec(r: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    """r [..., 3, 3] @ v [..., 3] -> [..., 3] (component form: faster than einsum/bmm for tiny matrices)."""
+    return r[..., 0] * v[..., 0:1] + r[..., 1] * v[..., 1:2] + r[..., 2] * v[..., 2:3]
 
 
 def warp_parts(points: torch.Tensor, anchors: torch.Tensor, weights: torch.Tensor, nodes: torch.Tensor,
-               rotations: torch.Tensor, translations: torch.Tensor) -> WarpParts:
-    """Warp points (NNRT eq. 2) keeping what the Jacobians need.
+               rotations: torch.Tensor, translations: torch.Tensor, normals: torch.Tensor | None = None) -> WarpParts:
+    """Warp points (NNRT eq. 2) keeping what the Jacobians need; optionally warp their normals too.
 
     points [M,3] m (canonical / source frame); anchors int [M,A] (-1 = none); weights [M,A]; nodes [N,3];
-    rotations [N,3,3]; translations [N,3]. All floating tensors should share one dtype and device.
-    Points without a valid anchor are returned unchanged (and get zero Jacobians).
+    rotations [N,3,3]; translations [N,3]; normals [M,3] unit or None. All floating tensors should share
+    one dtype and device. Points without a valid anchor are returned unchanged (zero Jacobians).
     """
     idx = anchors.long()
     ok = idx >= 0
     safe = torch.where(ok, idx, torch.zeros_like(idx))
-    w = torch.where(ok, weights.to(points.dtype), torch.zeros((), dtype=points.dtype, device=points.device))
+    w = weights.to(points.dtype) * ok.to(points.dtype)
     g = nodes[safe]
-    rotated = torch.einsum("maij,maj->mai", rotations[safe], points[:, None, :] - g)
+    rots = rotations[safe]
+    rotated = _matvec(rots, points[:, None, :] - g)
     moved = rotated + g + translations[safe]
     warped = (w[..., None] * moved).sum(1)
     valid = ok.any(1)
     warped = torch.where(valid[:, None], warped, points)
+    wn = None
+    if normals is not None:
+        wn = (w[..., None] * _matvec(rots, normals[:, None, :].expand_as(rotated))).sum(1)
+        wn = torch.where(valid[:, None], wn, normals)
+        wn = wn / wn.norm(dim=1, keepdim=True).clamp_min(1e-12)
     return WarpParts(warped=warped, rotated=rotated, idx=torch.where(ok, idx, torch.full_like(idx, -1)), w=w,
-                     valid=valid)
+                     valid=valid, normals=wn)
 
 
 def warp_jacobian(parts: WarpParts) -> torch.Tensor:
@@ -123,14 +148,24 @@ def _scale(parts: WarpParts, weights: torch.Tensor | None, lam: float) -> torch.
 
 def _data_block(name: str, parts: WarpParts, res: torch.Tensor, proj: torch.Tensor, scale: torch.Tensor,
                 jacobian: bool) -> ResidualBlock:
-    """Rows res [M,P] with d res / d W(p) = proj [M,P,3], scaled per point by scale [M]."""
+    """Rows res [M,P] with d res / d W(p) = proj [M,P,3], scaled per point by scale [M].
+
+    Row Jacobian for anchor k (pi = a row of proj): pi^T dW/d(w_k, dt_k) = w_k [v_k x pi, pi]
+    (since -pi^T [v]_x = (v x pi)^T), i.e. `warp_jacobian` projected without forming it.
+    """
     m, p = res.shape
+    a = parts.idx.shape[1]
     r = (scale[:, None] * res).reshape(m * p)
-    idx = parts.idx[:, None, :].expand(m, p, parts.idx.shape[1]).reshape(m * p, -1)
+    idx = parts.idx[:, None, :].expand(m, p, a).reshape(m * p, a)
     jac = None
     if jacobian:
-        dw = warp_jacobian(parts)  # [M,A,3,6]
-        jac = torch.einsum("mpc,macj->mpaj", proj * scale[:, None, None], dw).reshape(m * p, -1, 6)
+        v = parts.rotated[:, None, :, :]  # [M,1,A,3]
+        pi = proj[:, :, None, :]  # [M,P,1,3]
+        cross = torch.stack([v[..., 1] * pi[..., 2] - v[..., 2] * pi[..., 1],
+                             v[..., 2] * pi[..., 0] - v[..., 0] * pi[..., 2],
+                             v[..., 0] * pi[..., 1] - v[..., 1] * pi[..., 0]], -1)  # [M,P,A,3]
+        sw = (scale[:, None] * parts.w)[:, None, :, None]  # [M,1,A,1]
+        jac = (sw * torch.cat([cross, pi.expand_as(cross)], -1)).reshape(m * p, a, 6)
     return ResidualBlock(name, r, idx, jac)
 
 
@@ -183,24 +218,106 @@ def reprojection_term(parts: WarpParts, target_uv: torch.Tensor, intrinsics: Int
     return _data_block("reproj", parts, res, proj, scale, jacobian)
 
 
-def arap_term(nodes: torch.Tensor, rotations: torch.Tensor, translations: torch.Tensor, edges: torch.Tensor,
-              edge_weights: torch.Tensor | None = None, lam: float = 1.0, jacobian: bool = True) -> ResidualBlock:
-    """ARAP rows over directed graph edges i -> j (NNRT eq. 11): R_i (g_j - g_i) + g_i + t_i - (g_j + t_j).
+def intensity_image_t(color: torch.Tensor, blur_sigma: float = 1.0) -> torch.Tensor:
+    """Grey intensity in [0, 1] of an RGB image uint8/float [H,W,3] (Rec. 601 weights), Gaussian-blurred
+    with sigma `blur_sigma` pixels (0: no blur) so that the photometric term has a usable basin. [H,W]."""
+    c = color.to(torch.float64) if color.dtype == torch.uint8 else color
+    scale = 1.0 / 255.0 if color.dtype == torch.uint8 else 1.0
+    gray = (0.299 * c[..., 0] + 0.587 * c[..., 1] + 0.114 * c[..., 2]) * scale
+    if blur_sigma <= 0:
+        return gray
+    r = max(1, int(round(2.5 * blur_sigma)))
+    x = torch.arange(-r, r + 1, dtype=gray.dtype, device=gray.device)
+    k = torch.exp(-x * x / (2 * blur_sigma * blur_sigma))
+    k = k / k.sum()
+    img = torch.nn.functional.pad(gray[None, None], (r, r, r, r), mode="replicate")
+    img = torch.nn.functional.conv2d(img, k.view(1, 1, 1, -1))
+    img = torch.nn.functional.conv2d(img, k.view(1, 1, -1, 1))
+    return img[0, 0]
 
-    nodes [N,3] m; rotations [N,3,3]; translations [N,3]; edges int [N,K] (-1 = none); edge_weights [N,K]
-    or None (1). Each valid edge gives 3 rows (metres) scaled by sqrt(lam) * edge weight; idx [3E, 2] = (i, j).
+
+def sample_bilinear_t(image: torch.Tensor, uv: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Bilinear samples of image [H,W] at pixels uv [M,2] (column, row; pixel centres at integers).
+
+    Returns (values [M], d value / d uv [M,2] (the exact derivative of the interpolant inside its cell),
+    inside bool [M]: the 2x2 neighbourhood lies in the image). Outside samples give 0.
     """
-    n, k = edges.shape
-    e = edges.long()
-    ok = e >= 0
-    src = torch.arange(n, device=nodes.device)[:, None].expand(n, k)[ok]
-    dst = e[ok]
-    d = nodes[dst] - nodes[src]
-    v = torch.einsum("eij,ej->ei", rotations[src], d)
-    res = v + nodes[src] + translations[src] - nodes[dst] - translations[dst]  # [E,3]
-    s = torch.full_like(res[:, 0], float(lam) ** 0.5)
-    if edge_weights is not None:
-        s = s * edge_weights.to(res.dtype)[ok]
+    h, w = image.shape
+    u, v = uv[:, 0], uv[:, 1]
+    inside = (u >= 0) & (v >= 0) & (u <= w - 1.000001) & (v <= h - 1.000001) & torch.isfinite(u) & torch.isfinite(v)
+    us = torch.where(inside, u, torch.zeros_like(u))
+    vs = torch.where(inside, v, torch.zeros_like(v))
+    u0 = us.floor().clamp(0, w - 2)
+    v0 = vs.floor().clamp(0, h - 2)
+    fu, fv = us - u0, vs - v0
+    i0 = (v0.long() * w + u0.long())
+    flat = image.reshape(-1)
+    i00, i01, i10, i11 = flat[i0], flat[i0 + 1], flat[i0 + w], flat[i0 + w + 1]
+    val = (1 - fv) * ((1 - fu) * i00 + fu * i01) + fv * ((1 - fu) * i10 + fu * i11)
+    du = (1 - fv) * (i01 - i00) + fv * (i11 - i10)
+    dv = (1 - fu) * (i10 - i00) + fu * (i11 - i01)
+    zero = torch.zeros_like(val)
+    return (torch.where(inside, val, zero), torch.stack([torch.where(inside, du, zero), torch.where(inside, dv, zero)], -1),
+            inside)
+
+
+def photometric_term(parts: WarpParts, image: torch.Tensor, model_intensity: torch.Tensor, intrinsics: Intrinsics,
+                     weights: torch.Tensor | None = None, lam: float = 1.0, jacobian: bool = True,
+                     min_depth: float = 1e-3) -> ResidualBlock:
+    """Photometric rows I(pi(W(p))) - i_p: live intensity at the projected warped point vs the model's.
+
+    image [H,W] live intensity (e.g. `intensity_image_t`); model_intensity [M] the model samples' intensity
+    (same scale). Rows whose projection leaves the image or lies behind the camera are zero.
+    Jacobian: dI/duv (exact derivative of the bilinear interpolant) . d pi / dX . dW / d(w, dt).
+    """
+    x, y, z = parts.warped[:, 0], parts.warped[:, 1], parts.warped[:, 2]
+    front = z > min_depth
+    zs = torch.where(front, z, torch.ones_like(z))
+    fx, fy, cx, cy = intrinsics.fx, intrinsics.fy, intrinsics.cx, intrinsics.cy
+    uv = torch.stack([fx * x / zs + cx, fy * y / zs + cy], -1)
+    val, duv, inside = sample_bilinear_t(image, uv)
+    ok = front & inside
+    res = torch.where(ok, val - model_intensity, torch.zeros_like(val))[:, None]
+    gu, gv = duv[:, 0], duv[:, 1]
+    proj = torch.stack([gu * fx / zs, gv * fy / zs, -(gu * fx * x + gv * fy * y) / (zs * zs)], -1)[:, None, :]
+    scale = _scale(parts, weights, lam) * ok.to(z.dtype)
+    return _data_block("photo", parts, res, proj, scale, jacobian)
+
+
+@dataclass
+class ArapEdges:
+    """The valid directed edges of a graph, prepared once for `arap_term_edges`.
+
+    src, dst long [E]; d [E,3] = g_dst - g_src (canonical, m); scale [E] = edge weight (1 when None).
+    """
+
+    nodes: torch.Tensor
+    src: torch.Tensor
+    dst: torch.Tensor
+    d: torch.Tensor
+    scale: torch.Tensor
+
+    @staticmethod
+    def build(nodes: torch.Tensor, edges: torch.Tensor, edge_weights: torch.Tensor | None = None) -> "ArapEdges":
+        """nodes [N,3] m; edges int [N,K] (-1 = none); edge_weights [N,K] or None."""
+        n, k = edges.shape
+        e = edges.long()
+        ok = e >= 0
+        src = torch.arange(n, device=nodes.device)[:, None].expand(n, k)[ok]
+        dst = e[ok]
+        scale = torch.ones(src.shape[0], dtype=nodes.dtype, device=nodes.device)
+        if edge_weights is not None:
+            scale = edge_weights.to(nodes.dtype)[ok]
+        return ArapEdges(nodes, src, dst, nodes[dst] - nodes[src], scale)
+
+
+def arap_term_edges(ed: ArapEdges, rotations: torch.Tensor, translations: torch.Tensor, lam: float = 1.0,
+                    jacobian: bool = True) -> ResidualBlock:
+    """`arap_term` on prepared edges (the fast path for repeated evaluation within a frame)."""
+    src, dst = ed.src, ed.dst
+    v = _matvec(rotations[src], ed.d)
+    res = v + ed.d.neg() + translations[src] - translations[dst]  # = R_i d + g_i + t_i - (g_j + t_j)
+    s = ed.scale * float(lam) ** 0.5
     ne = res.shape[0]
     r = (s[:, None] * res).reshape(ne * 3)
     idx = torch.stack([src, dst], -1)[:, None, :].expand(ne, 3, 2).reshape(ne * 3, 2)
@@ -211,6 +328,17 @@ def arap_term(nodes: torch.Tensor, rotations: torch.Tensor, translations: torch.
         jj = torch.cat([torch.zeros_like(eye), -eye], -1)
         jac = (s[:, None, None, None] * torch.stack([ji, jj], 2)).reshape(ne * 3, 2, 6)
     return ResidualBlock("arap", r, idx, jac)
+
+
+def arap_term(nodes: torch.Tensor, rotations: torch.Tensor, translations: torch.Tensor, edges: torch.Tensor,
+              edge_weights: torch.Tensor | None = None, lam: float = 1.0, jacobian: bool = True) -> ResidualBlock:
+    """ARAP rows over directed graph edges i -> j (NNRT eq. 11): R_i (g_j - g_i) + g_i + t_i - (g_j + t_j).
+
+    nodes [N,3] m; rotations [N,3,3]; translations [N,3]; edges int [N,K] (-1 = none); edge_weights [N,K]
+    or None (1). Each valid edge gives 3 rows (metres) scaled by sqrt(lam) * edge weight; idx [3E, 2] = (i, j).
+    Jacobian: d/dw_i = -[R_i (g_j - g_i)]_x, d/dt_i = I, d/dt_j = -I, d/dw_j = 0.
+    """
+    return arap_term_edges(ArapEdges.build(nodes, edges, edge_weights), rotations, translations, lam, jacobian)
 
 
 def total_energy(blocks: list[ResidualBlock]) -> torch.Tensor:

@@ -45,7 +45,8 @@ class SolverConfig:
 
     iterations: GN iterations (each one linear solve, plus retries when a step is rejected).
     linear_solver: "pcg" | "direct" | "dense" (see module doc).
-    damping: initial Levenberg mu added to the diagonal of J^T J.
+    damping: initial Levenberg mu added to the diagonal of J^T J (times the mean diagonal of J^T J when
+      relative_damping, which makes it independent of units and of the number of residuals).
     adaptive: Levenberg-Marquardt acceptance: a step that raises the energy is rejected and mu grows
       (x mu_up); an accepted step shrinks mu (/ mu_down). False: every step is taken (the differentiable
       training setting).
@@ -57,6 +58,7 @@ class SolverConfig:
     iterations: int = 5
     linear_solver: str = "pcg"
     damping: float = 1e-4
+    relative_damping: bool = False
     adaptive: bool = True
     mu_up: float = 4.0
     mu_down: float = 3.0
@@ -280,20 +282,28 @@ def _bsr_matvec(indptr, indices, blocks, mu, x, out):  # pragma: no cover - numb
 
 
 @nb.njit(cache=True)
-def _pcg_kernel(indptr, indices, blocks, mu, b, minv, max_iter, tol):  # pragma: no cover - numba
-    n = b.shape[0]
-    x = np.zeros_like(b)
-    r = b.copy()
-    z = np.empty_like(b)
-    for i in range(n):
+def _precondition(minv, r, z):  # pragma: no cover - numba
+    """z = M^-1 r with 6x6 diagonal blocks; returns r . z."""
+    rz = 0.0
+    for i in range(r.shape[0]):
         for p in range(6):
             acc = 0.0
             for q in range(6):
                 acc += minv[i, p, q] * r[i, q]
             z[i, p] = acc
+            rz += acc * r[i, p]
+    return rz
+
+
+@nb.njit(cache=True)
+def _pcg_kernel(indptr, indices, blocks, mu, b, minv, max_iter, tol):  # pragma: no cover - numba
+    n = b.shape[0]
+    x = np.zeros_like(b)
+    r = b.copy()
+    z = np.empty_like(b)
+    rz = _precondition(minv, r, z)
     d = z.copy()
     ap = np.empty_like(b)
-    rz = np.sum(r * z)
     bnorm = np.sqrt(np.sum(b * b))
     if bnorm == 0.0:
         return x, 0, 0.0
@@ -301,25 +311,28 @@ def _pcg_kernel(indptr, indices, blocks, mu, b, minv, max_iter, tol):  # pragma:
     rel = 1.0
     for it in range(1, max_iter + 1):
         _bsr_matvec(indptr, indices, blocks, mu, d, ap)
-        dad = np.sum(d * ap)
+        dad = 0.0
+        for i in range(n):
+            for p in range(6):
+                dad += d[i, p] * ap[i, p]
         if not (dad > 0.0):
             return x, -it, rel  # not positive definite
         alpha = rz / dad
-        x += alpha * d
-        r -= alpha * ap
-        rel = np.sqrt(np.sum(r * r)) / bnorm
-        if rel < tol:
-            break
+        rr = 0.0
         for i in range(n):
             for p in range(6):
-                acc = 0.0
-                for q in range(6):
-                    acc += minv[i, p, q] * r[i, q]
-                z[i, p] = acc
-        rz_new = np.sum(r * z)
+                x[i, p] += alpha * d[i, p]
+                r[i, p] -= alpha * ap[i, p]
+                rr += r[i, p] * r[i, p]
+        rel = np.sqrt(rr) / bnorm
+        if rel < tol:
+            break
+        rz_new = _precondition(minv, r, z)
         beta = rz_new / rz
         rz = rz_new
-        d = z + beta * d
+        for i in range(n):
+            for p in range(6):
+                d[i, p] = z[i, p] + beta * d[i, p]
     return x, it, rel
 
 
@@ -388,6 +401,8 @@ def _step(blocks: list[ResidualBlock], n: int, mu: float, cfg: SolverConfig,
           ref: torch.Tensor) -> tuple[torch.Tensor | None, dict]:
     if cfg.linear_solver == "dense":
         h, g = assemble_dense_t(blocks, n)
+        if cfg.relative_damping:
+            mu = mu * max(float(h.detach().diagonal().mean()), 1e-12)
         a = h + mu * torch.eye(6 * n, dtype=h.dtype, device=h.device)
         chol, info = torch.linalg.cholesky_ex(a)
         if int(info) != 0:
@@ -397,6 +412,9 @@ def _step(blocks: list[ResidualBlock], n: int, mu: float, cfg: SolverConfig,
             return None, {"ok": False, "error": "non-finite solution"}
         return x.reshape(n, 6), {"ok": True}
     sys = build_system(blocks, n)
+    if cfg.relative_damping:
+        mu = mu * max(float(np.einsum("bii->", sys.blocks[sys.indices == np.repeat(np.arange(n), np.diff(sys.indptr))]))
+                      / (6 * n), 1e-12)
     x, info = solve_system(sys, mu, cfg.linear_solver, cfg.pcg_iterations, cfg.pcg_tol)
     info["nnz_blocks"] = sys.stats["nnz_blocks"]
     if not info.get("ok", False):
@@ -405,10 +423,13 @@ def _step(blocks: list[ResidualBlock], n: int, mu: float, cfg: SolverConfig,
 
 
 def lm_step(residual_fn: ResidualFn, rotations: torch.Tensor, translations: torch.Tensor,
-            blocks: list[ResidualBlock], mu: float, cfg: SolverConfig) -> tuple[torch.Tensor, torch.Tensor, list, float, dict]:
+            blocks: list[ResidualBlock], mu: float, cfg: SolverConfig,
+            jacobian_after: bool = True) -> tuple[torch.Tensor, torch.Tensor, list, float, dict]:
     """One (Levenberg-damped) Gauss-Newton iteration from the current residual blocks.
 
     residual_fn(R, t, jacobian) -> residual blocks at that motion (fixed correspondences).
+    jacobian_after: evaluate the returned blocks with Jacobians (False when the caller re-associates
+    and builds new blocks anyway: the acceptance test then needs residuals only).
     Returns (R, t, blocks, mu, info); when every retry raises the energy the motion is left unchanged and
     info["accepted"] is False; info["ok"] is False when the linear system could not be solved.
     """
@@ -427,7 +448,7 @@ def lm_step(residual_fn: ResidualFn, rotations: torch.Tensor, translations: torc
             info["error"] = sinfo.get("error", "linear solve failed")
             return rotations, translations, blocks, mu, info
         r2, t2 = apply_increment_t(rotations, translations, delta)
-        new_blocks = residual_fn(r2, t2, True)
+        new_blocks = residual_fn(r2, t2, jacobian_after or not cfg.adaptive)
         e1 = float(total_energy(new_blocks).detach())
         info["step"] = float(delta.detach().abs().max())
         if not cfg.adaptive or e1 <= e0:

@@ -7,8 +7,9 @@ import torch
 
 from fusion.camera import Intrinsics
 from fusion.graph import build_graph, skinning
-from tracker.energy import (arap_term, dense_jacobian_t, depth_term, point_to_plane_term, point_to_point_term,
-                            reprojection_term, total_energy, warp_parts)
+from tracker.energy import (arap_term, dense_jacobian_t, depth_term, intensity_image_t, photometric_term,
+                            point_to_plane_term, point_to_point_term, reprojection_term, sample_bilinear_t,
+                            total_energy, warp_parts)
 from tracker.so3 import exp_so3, exp_so3_t, hat, hat_t
 from tracker.solver import apply_increment_t
 
@@ -42,7 +43,12 @@ def _terms(p):
         return warp_parts(p["pts"], p["anchors"], p["weights"], p["nodes"], r, t)
 
     uv = torch.stack([K.fx * p["tgt"][:, 0] / p["tgt"][:, 2] + K.cx, K.fy * p["tgt"][:, 1] / p["tgt"][:, 2] + K.cy], -1)
+    vv, uu = torch.meshgrid(torch.arange(K.height, dtype=torch.float64), torch.arange(K.width, dtype=torch.float64),
+                            indexing="ij")
+    image = 0.5 + 0.3 * torch.sin(uu / 7.0) * torch.cos(vv / 5.0) + 0.1 * torch.sin((uu + vv) / 3.0)
+    model_i = torch.linspace(0.2, 0.8, p["pts"].shape[0], dtype=torch.float64)
     return {
+        "photo": lambda r, t, j: photometric_term(parts(r, t), image, model_i, K, p["conf"], 0.01, j),
         "icp": lambda r, t, j: point_to_plane_term(parts(r, t), p["tgt"], p["nrm"], p["conf"], 2.0, j),
         "p2p": lambda r, t, j: point_to_point_term(parts(r, t), p["tgt"], p["conf"], 0.5, j),
         "depth": lambda r, t, j: depth_term(parts(r, t), p["tgt"][:, 2], p["conf"], 1.0, j),
@@ -51,7 +57,7 @@ def _terms(p):
     }
 
 
-@pytest.mark.parametrize("name", ["icp", "p2p", "depth", "reproj", "arap"])
+@pytest.mark.parametrize("name", ["icp", "p2p", "depth", "reproj", "photo", "arap"])
 def test_jacobian_matches_finite_differences(problem, name):
     fn = _terms(problem)[name]
     r0, t0, n = problem["rot"], problem["tr"], problem["n"]
@@ -72,7 +78,7 @@ def test_jacobian_matches_finite_differences(problem, name):
                                        err_msg=f"{name} node {node} param {q}")
 
 
-@pytest.mark.parametrize("name", ["icp", "reproj", "arap"])
+@pytest.mark.parametrize("name", ["icp", "reproj", "photo", "arap"])
 def test_jacobian_matches_autograd(problem, name):
     fn = _terms(problem)[name]
     r0, t0, n = problem["rot"], problem["tr"], problem["n"]
@@ -132,3 +138,17 @@ def test_so3_numpy_and_torch_agree(rng):
     z = torch.zeros(3, dtype=torch.float64, requires_grad=True)
     exp_so3_t(z).sum().backward()
     assert torch.isfinite(z.grad).all()
+
+
+def test_bilinear_sampling_and_intensity():
+    img = torch.arange(12, dtype=torch.float64).reshape(3, 4)  # value = 4 v + u
+    uv = torch.tensor([[0.0, 0.0], [1.5, 0.5], [2.25, 1.75], [3.0, 2.0], [-0.1, 0.0], [1.0, 2.5]], dtype=torch.float64)
+    val, duv, inside = sample_bilinear_t(img, uv)
+    assert inside.tolist() == [True, True, True, False, False, False]  # the last row / column have no 2x2 cell
+    np.testing.assert_allclose(val[:3].numpy(), [0.0, 3.5, 9.25])
+    np.testing.assert_allclose(duv[:3].numpy(), [[1, 4]] * 3)
+    assert (val[3:] == 0).all()
+    color = torch.zeros(5, 5, 3, dtype=torch.uint8)
+    color[..., 1] = 255
+    gray = intensity_image_t(color, 1.0)
+    np.testing.assert_allclose(gray.numpy(), 0.587, atol=1e-12)  # blur keeps a constant image constant

@@ -1,0 +1,179 @@
+"""Classical tracker: association, rigid pre-alignment, ICP + ARAP tracking of analytic deforming surfaces,
+NNRT correspondence terms, failure cases (ok=False, never an exception), a synthetic scene."""
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pytest
+import torch
+
+from fusion.camera import Intrinsics
+from fusion.frame import RGBDFrame
+from fusion.graph import GraphMotion, build_graph, skinning
+from fusion.motion import MotionEstimator, TrackingInput
+from fusion.warp import warp_points_np
+from synthetic_surfaces import sheet_case
+from tracker.association import live_geometry, live_geometry_np, projective_association, projective_association_np
+from tracker.classical import ClassicalTracker, ClassicalTrackerConfig, Correspondences
+from tracker.rigid import LiveGeometry, rigid_icp
+
+K = Intrinsics(144.0, 144.0, 79.5, 59.5, 160, 120)
+
+
+@pytest.fixture(scope="module")
+def rolled():
+    """Bumpy sheet rolled onto a 1 m cylinder + rotated 0.04 rad + shifted ~1.5 cm (isometric)."""
+    case = sheet_case(K)
+    g = build_graph(case.model_points, radius=0.05)
+    a, w = skinning(case.model_points, g)
+    return case, g, a, w
+
+
+def _inp(case, g, a, w, frame=None, motion=None):
+    return TrackingInput(frame or case.live, g, motion or GraphMotion.identity(g.num_nodes), case.model_points,
+                         case.model_normals, a, w)
+
+
+def _errors(case, g, a, w, motion):
+    nodes = np.linalg.norm(g.nodes + motion.translations - case.true_warp(g.nodes), axis=1)
+    pts = warp_points_np(case.model_points, a, w, g.nodes, motion.rotations, motion.translations)
+    return nodes.mean(), np.linalg.norm(pts - case.true_warp(case.model_points), axis=1).mean()
+
+
+def test_is_a_motion_estimator():
+    t = ClassicalTracker()
+    assert isinstance(t, MotionEstimator) and t.name == "classical"
+    t.reset()
+
+
+def test_live_geometry_and_association_match_numpy(rolled, rng):
+    case, *_ = rolled
+    depth = case.live.depth.copy()
+    depth[50:60, 70:90] = 0  # a hole
+    mask = np.ones(depth.shape, bool)
+    mask[:, :10] = False
+    p, n, v = live_geometry(depth, K, mask)
+    pr, nr, vr = live_geometry_np(depth, K, mask)
+    np.testing.assert_array_equal(v, vr)
+    np.testing.assert_allclose(p, pr, atol=1e-6)
+    np.testing.assert_allclose(n[v], nr[v], atol=1e-5)
+    assert v.sum() > 0.7 * (depth > 0).sum() and not v[:, :10].any()
+    # normals face the camera and are unit
+    assert ((n[v] * p[v]).sum(1) < 0).all()
+    np.testing.assert_allclose(np.linalg.norm(n[v], axis=1), 1.0, atol=1e-5)
+    # association of perturbed model points
+    pts = case.model_points + rng.normal(scale=0.01, size=case.model_points.shape).astype(np.float32)
+    nrm = case.model_normals
+    m = projective_association(pts, nrm, p, n, v, K, 0.02, 30.0)
+    mr = projective_association_np(pts, nrm, p, n, v, K, 0.02, 30.0)
+    # identical except possibly at exact rounding ties
+    assert (m == mr).mean() > 0.999
+    ok = m >= 0
+    assert 0.2 < ok.mean() < 1.0
+    assert (np.linalg.norm(p.reshape(-1, 3)[m[ok]] - pts[ok], axis=1) <= 0.02 + 1e-6).all()
+
+
+def test_rigid_icp_recovers_a_rigid_motion():
+    case = sheet_case(K, roll=None, angle=0.06, shift=(0.015, -0.01, 0.02))
+    p, n, v = live_geometry(case.live.depth, K)
+    t64 = lambda x: torch.from_numpy(np.asarray(x, np.float64))  # noqa: E731
+    r, t, info = rigid_icp(t64(case.model_points), t64(case.model_normals), LiveGeometry(p, n, v, K), iterations=8)
+    assert info["ok"]
+    moved = case.model_points @ r.numpy().T + t.numpy()
+    err0 = np.linalg.norm(case.model_points - case.true_warp(case.model_points), axis=1).mean()
+    err = np.linalg.norm(moved - case.true_warp(case.model_points), axis=1).mean()
+    assert err0 > 0.02 and err < 0.002, (err0, err)
+
+
+def test_tracks_a_rolled_bumpy_sheet(rolled):
+    case, g, a, w = rolled
+    res = ClassicalTracker().estimate(_inp(case, g, a, w))
+    assert res.ok, res.message
+    node0, pts0 = _errors(case, g, a, w, GraphMotion.identity(g.num_nodes))
+    node1, pts1 = _errors(case, g, a, w, res.motion)
+    hist = res.stats["history"]
+    # the point-to-plane residual drops and the nodes move to the truth
+    assert hist[-1]["rms_mm"] < 0.1 * hist[0]["rms_mm"]
+    assert node0 > 0.02 and node1 < 0.15 * node0 and node1 < 0.004, (node0, node1)
+    assert pts1 < 0.004
+    assert res.motion.rotations.dtype == np.float32 and res.motion.translations.shape == (g.num_nodes, 3)
+    np.testing.assert_allclose(res.motion.rotations @ np.swapaxes(res.motion.rotations, 1, 2),
+                               np.broadcast_to(np.eye(3), res.motion.rotations.shape), atol=1e-5)
+    # tracking the next frame from this result keeps it (no drift on a static repeat)
+    res2 = ClassicalTracker().estimate(_inp(case, g, a, w, motion=res.motion))
+    assert res2.ok and _errors(case, g, a, w, res2.motion)[0] < 0.004
+
+
+def test_solvers_agree(rolled):
+    case, g, a, w = rolled
+    out = {}
+    for solver in ("pcg", "direct"):
+        cfg = ClassicalTrackerConfig(linear_solver=solver, pcg_iterations=500, pcg_tol=1e-10, iterations=3)
+        res = ClassicalTracker(cfg).estimate(_inp(case, g, a, w))
+        assert res.ok
+        out[solver] = res.motion.translations
+    np.testing.assert_allclose(out["pcg"], out["direct"], atol=1e-4)
+
+
+def test_correspondence_terms_recover_motion(rolled):
+    """NNRT 2D + depth terms on exact correspondences alone (no ICP) recover the rolled sheet."""
+    case, g, a, w = rolled
+    ids = np.arange(0, len(case.model_points), 3)
+    tgt = case.true_warp(case.model_points[ids]).astype(np.float64)
+    uv = np.stack([K.fx * tgt[:, 0] / tgt[:, 2] + K.cx, K.fy * tgt[:, 1] / tgt[:, 2] + K.cy], 1)
+    corr = Correspondences(ids, uv, tgt[:, 2], np.ones(len(ids)))
+    cfg = ClassicalTrackerConfig(lambda_icp=0.0, rigid_iterations=0, iterations=6, lambda_arap=0.01)
+    res = ClassicalTracker(cfg).estimate_with_correspondences(_inp(case, g, a, w), corr)
+    assert res.ok, res.message
+    node1, pts1 = _errors(case, g, a, w, res.motion)
+    assert node1 < 0.002 and pts1 < 0.002, (node1, pts1)
+
+
+def test_failure_cases_return_not_ok(rolled):
+    case, g, a, w = rolled
+    tracker = ClassicalTracker()
+    empty = dataclasses.replace(case.live, depth=np.zeros_like(case.live.depth))
+    res = tracker.estimate(_inp(case, g, a, w, frame=empty))
+    assert not res.ok and "depth" in res.message
+    assert res.motion.num_nodes == g.num_nodes
+    # the surface has moved away: nothing associates -> too few correspondences (a singular system)
+    far = dataclasses.replace(case.live, depth=np.where(case.live.depth > 0, case.live.depth + 0.5, 0).astype(np.float32))
+    res = ClassicalTracker(ClassicalTrackerConfig(rigid_iterations=0)).estimate(_inp(case, g, a, w, frame=far))
+    assert not res.ok and "correspondences" in res.message
+    # no anchored model points
+    res = tracker.estimate(TrackingInput(case.live, g, GraphMotion.identity(g.num_nodes), case.model_points,
+                                         case.model_normals, np.full_like(a, -1), w))
+    assert not res.ok
+    # motion of the wrong size, NaN motion
+    res = tracker.estimate(_inp(case, g, a, w, motion=GraphMotion.identity(g.num_nodes + 1)))
+    assert not res.ok
+    bad = GraphMotion.identity(g.num_nodes)
+    bad.translations[0, 0] = np.nan
+    assert not tracker.estimate(_inp(case, g, a, w, motion=bad)).ok
+
+
+def test_two_frames_of_a_synthetic_scene():
+    """Track frame 2 of the procedural cloth from frame 0 (fusion.synthetic ground-truth scene flow).
+
+    The cloth moves by travelling waves: depth ICP + ARAP alone slides along the waves (the error grows),
+    the photometric term on the textured cloth pins the motion down."""
+    synthetic = pytest.importorskip("fusion.synthetic")
+    scene = synthetic.make_scene(synthetic.SceneConfig("cloth", width=160, height=120, n_frames=4, speed=2.0))
+    f0, f1 = scene.render(0), scene.render(2)
+    p, n, v = live_geometry(f0.depth, f0.intrinsics, f0.mask)
+    flow = scene.scene_flow(0, 2)
+    ok = v & np.isfinite(flow).all(-1)
+    pts, nrm, truth, col = p[ok], n[ok], (p + flow)[ok], f0.color[ok]
+    g = build_graph(pts, radius=0.05)
+    a, w = skinning(pts, g)
+    errs = {}
+    for name, colors in (("depth", None), ("depth+color", col)):
+        inp = TrackingInput(f1, g, GraphMotion.identity(g.num_nodes), pts, nrm, a, w, colors)
+        res = ClassicalTracker().estimate(inp)
+        assert res.ok, res.message
+        warped = warp_points_np(pts, a, w, g.nodes, res.motion.rotations, res.motion.translations)
+        errs[name] = np.linalg.norm(warped - truth, axis=1).mean()
+    err0 = np.linalg.norm(pts - truth, axis=1).mean()
+    assert err0 > 0.005
+    assert errs["depth+color"] < 0.4 * err0 and errs["depth+color"] < errs["depth"], (err0, errs)

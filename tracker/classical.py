@@ -1,0 +1,322 @@
+"""The classical non-rigid tracker: depth ICP (point-to-plane, projective) + ARAP, Gauss-Newton on the graph.
+
+Per live frame (DynamicFusion / NNRT without learned correspondences):
+1. the canonical model samples (TrackingInput.model_*) are sub-sampled and warped by the previous motion;
+2. rigid pre-alignment of the whole object (rigid point-to-plane ICP, tracker/rigid.py), folded into
+   every node transform;
+3. `iterations` Levenberg-damped Gauss-Newton steps of
+       lambda_icp * E_icp + lambda_arap * E_arap  (+ lambda_2d * E_2d + lambda_depth * E_depth when
+       correspondences are given to `estimate_with_correspondences`)
+   re-associating projectively before each step, with distance / normal-angle rejection and Huber
+   confidences, plus lambda_color * E_photo (live intensity at the projected warped model point vs the
+   model's colour) when TrackingInput.model_colors is given: depth alone cannot see motion along the
+   surface (sliding cloth waves, a twisting cylinder), texture can; block-sparse normal equations solved
+   by PCG (tracker/solver.py).
+Never raises on bad data mid-run: returns TrackingResult(ok=False, message=...) and the previous motion.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass
+
+import numpy as np
+import torch
+
+from fusion.camera import Intrinsics
+from fusion.graph import GraphMotion
+from fusion.motion import TrackingInput, TrackingResult
+from tracker.association import live_geometry, projective_association
+from tracker.energy import (ArapEdges, ResidualBlock, arap_term_edges, depth_term, intensity_image_t, photometric_term, point_to_plane_term, reprojection_term,
+                            warp_parts)
+from tracker.rigid import LiveGeometry, huber_confidence, rigid_icp
+from tracker.solver import SolverConfig, lm_step
+
+
+@dataclass(frozen=True)
+class ClassicalTrackerConfig:
+    """Settings of the classical tracker (defaults tuned for 320x240 .. 640x480 at a 5 cm graph).
+
+    lambda_icp / lambda_arap: weights of the point-to-plane and ARAP terms.
+    lambda_color / color_huber / color_blur: weight of the photometric term (0 disables it; used only when
+      the model has colours), its Huber threshold (intensity in [0, 1]) and the live image blur (pixels).
+    lambda_2d / lambda_depth: the
+      NNRT correspondence terms (used only by `estimate_with_correspondences`; NNRT: 0.001, 1, ARAP 1).
+    arap_edge_weighting: scale ARAP rows by K * normalised graph edge weights (NNRT) instead of 1.
+    rigid_iterations: rigid ICP iterations before the non-rigid solve (0 disables the pre-alignment).
+    iterations: non-rigid GN iterations (one projective re-association + one LM step each).
+    max_points: model samples used per frame (a fixed random subset); point_stride: take every n-th first.
+    max_distance (m) / max_angle_deg: correspondence rejection in the non-rigid stage; rigid_max_distance:
+      the (looser) distance in the rigid stage.
+    huber_delta: Huber threshold on point-to-plane residuals in metres (None: plain least squares).
+    min_correspondences / min_fraction: fewer matches than max(min_correspondences, min_fraction * used
+      samples) -> ok=False (too few correspondences).
+    depth_jump: relative depth change that stops live normals (no normals across edges).
+    use_mask: restrict live points to frame.mask when the frame has one.
+    damping: initial Levenberg damping relative to the mean diagonal of J^T J (adapted per step);
+    linear_solver, pcg_iterations, pcg_tol: solver settings (tracker/solver.py).
+    seed: seed of the model sub-sampling.
+    """
+
+    lambda_icp: float = 1.0
+    lambda_arap: float = 1.0
+    lambda_color: float = 0.02
+    color_huber: float = 0.1
+    color_blur: float = 1.0
+    lambda_2d: float = 0.001
+    lambda_depth: float = 1.0
+    arap_edge_weighting: bool = True
+    rigid_iterations: int = 2
+    iterations: int = 4
+    max_points: int = 3000
+    point_stride: int = 1
+    max_distance: float = 0.05
+    rigid_max_distance: float = 0.10
+    max_angle_deg: float = 45.0
+    huber_delta: float | None = 0.01
+    min_correspondences: int = 50
+    min_fraction: float = 0.05
+    depth_jump: float = 0.05
+    use_mask: bool = True
+    damping: float = 1e-4
+    linear_solver: str = "pcg"
+    pcg_iterations: int = 60
+    pcg_tol: float = 1e-4
+    seed: int = 0
+
+
+@dataclass
+class Correspondences:
+    """Given matches (the neural tracker's): model sample ids [C] -> target pixels / depths with weights.
+
+    sample_ids int [C] into TrackingInput.model_points; target_uv float [C,2] pixels of the live frame;
+    target_depth float [C] metres; weights float [C] in [0,1].
+    """
+
+    sample_ids: np.ndarray
+    target_uv: np.ndarray
+    target_depth: np.ndarray
+    weights: np.ndarray
+
+
+def sample_bilinear_t_uv(image: torch.Tensor, points: torch.Tensor, k: Intrinsics):
+    """Bilinear samples of image [H,W] at the projections of camera-frame points [M,3] (see sample_bilinear_t)."""
+    from tracker.energy import sample_bilinear_t
+
+    z = points[:, 2].clamp_min(1e-6)
+    uv = torch.stack([k.fx * points[:, 0] / z + k.cx, k.fy * points[:, 1] / z + k.cy], -1)
+    val, duv, inside = sample_bilinear_t(image, uv)
+    return val, duv, inside & (points[:, 2] > 1e-3)
+
+
+class ClassicalTracker:
+    """Depth-ICP + ARAP non-rigid tracker (fusion.motion.MotionEstimator)."""
+
+    name = "classical"
+
+    def __init__(self, config: ClassicalTrackerConfig | None = None) -> None:
+        """config: ClassicalTrackerConfig (defaults when None)."""
+        self.config = config or ClassicalTrackerConfig()
+        if self.config.linear_solver not in ("pcg", "direct", "dense"):
+            raise ValueError(f"unknown linear_solver {self.config.linear_solver!r}")
+        self._frames = 0
+
+    def reset(self) -> None:
+        """The classical tracker keeps no state across frames besides a frame counter."""
+        self._frames = 0
+
+    # ------------------------------------------------------------------------------------------
+    def estimate(self, inp: TrackingInput) -> TrackingResult:
+        """Estimate the canonical -> live motion of inp.frame (see module doc). Never raises on bad data."""
+        return self.estimate_with_correspondences(inp, None)
+
+    def estimate_with_correspondences(self, inp: TrackingInput, corr: Correspondences | None) -> TrackingResult:
+        """`estimate` plus the NNRT 2D / depth terms over the given correspondences (when not None)."""
+        try:
+            return self._estimate(inp, corr)
+        except (np.linalg.LinAlgError, FloatingPointError, RuntimeError) as e:  # numerical failure: skip frame
+            return TrackingResult(inp.prev_motion, ok=False, message=f"tracking failed: {e}", stats={})
+
+    # ------------------------------------------------------------------------------------------
+    def _select(self, inp: TrackingInput) -> np.ndarray | str:
+        cfg = self.config
+        m = len(inp.model_points)
+        for name, arr, shape in (("model_points", inp.model_points, (m, 3)), ("model_normals", inp.model_normals, (m, 3))):
+            if np.asarray(arr).shape != shape:
+                return f"{name} has shape {np.asarray(arr).shape}, expected {shape}"
+        if np.asarray(inp.model_anchors).shape[0] != m or np.asarray(inp.model_weights).shape != np.asarray(inp.model_anchors).shape:
+            return "model anchors / weights do not match the model points"
+        anchors = np.asarray(inp.model_anchors)
+        ok = (anchors >= 0).any(1) & np.isfinite(inp.model_points).all(1) & np.isfinite(inp.model_normals).all(1)
+        ok &= (anchors < inp.graph.num_nodes).all(1)
+        sel = np.flatnonzero(ok)[:: max(1, cfg.point_stride)]
+        if len(sel) > cfg.max_points:
+            sel = np.sort(np.random.default_rng(cfg.seed).choice(sel, cfg.max_points, replace=False))
+        return sel
+
+    def _fail(self, inp: TrackingInput, msg: str, stats: dict) -> TrackingResult:
+        return TrackingResult(inp.prev_motion, ok=False, message=msg, stats=stats)
+
+    def _estimate(self, inp: TrackingInput, corr: Correspondences | None) -> TrackingResult:
+        cfg = self.config
+        t_start = time.perf_counter()
+        stats: dict = {"frame": int(inp.frame.index)}
+        graph, prev = inp.graph, inp.prev_motion
+        n = graph.num_nodes
+        if n == 0:
+            return self._fail(inp, "the deformation graph has no nodes", stats)
+        if prev.num_nodes != n:
+            return self._fail(inp, f"previous motion has {prev.num_nodes} nodes, graph has {n}", stats)
+        sel = self._select(inp)
+        if isinstance(sel, str):
+            return self._fail(inp, sel, stats)
+        need = max(cfg.min_correspondences, int(cfg.min_fraction * len(sel)))
+        stats["samples"] = int(len(sel))
+        if len(sel) < need:
+            return self._fail(inp, f"too few model samples with anchors ({len(sel)} < {need})", stats)
+
+        # live frame geometry
+        t0 = time.perf_counter()
+        frame = inp.frame
+        k: Intrinsics = frame.intrinsics
+        mask = frame.mask if (cfg.use_mask and frame.mask is not None) else None
+        lp, ln, lv = live_geometry(frame.depth, k, mask, cfg.depth_jump)
+        live = LiveGeometry(lp, ln, lv, k)
+        stats["live_valid"] = int(lv.sum())
+        if stats["live_valid"] < need:
+            return self._fail(inp, f"too little valid depth in the live frame ({stats['live_valid']} pixels)", stats)
+        stats["live_ms"] = 1e3 * (time.perf_counter() - t0)
+
+        d = torch.float64
+        t64 = lambda a: torch.from_numpy(np.ascontiguousarray(a, np.float64))  # noqa: E731
+        p = t64(inp.model_points[sel])
+        pn = t64(inp.model_normals[sel])
+        an = torch.from_numpy(np.ascontiguousarray(inp.model_anchors[sel], np.int64))
+        aw = t64(inp.model_weights[sel])
+        nodes = t64(graph.nodes)
+        rot = t64(prev.rotations)
+        tr = t64(prev.translations)
+        if not (torch.isfinite(rot).all() and torch.isfinite(tr).all()):
+            return self._fail(inp, "previous motion is not finite", stats)
+        edges = torch.from_numpy(np.ascontiguousarray(graph.edges, np.int64))
+        ew = None
+        if cfg.arap_edge_weighting and graph.edge_weights is not None:
+            w = np.asarray(graph.edge_weights, np.float64) * (graph.edges >= 0)
+            s = w.sum(1, keepdims=True)
+            ew = t64(np.where(s > 0, w * graph.edges.shape[1] / np.where(s > 0, s, 1.0), 0.0))
+
+        aedges = ArapEdges.build(nodes, edges, ew)
+
+        photo = None
+        if cfg.lambda_color > 0 and inp.model_colors is not None and np.asarray(inp.model_colors).shape == (len(inp.model_points), 3):
+            t1 = time.perf_counter()
+            live_i = intensity_image_t(torch.from_numpy(frame.color), cfg.color_blur)
+            model_i = intensity_image_t(torch.from_numpy(np.asarray(inp.model_colors)[sel][None]), 0.0)[0]
+            photo = (live_i, model_i)
+            stats["color_ms"] = 1e3 * (time.perf_counter() - t1)
+
+        # rigid pre-alignment
+        t0 = time.perf_counter()
+        if cfg.rigid_iterations > 0:
+            parts = warp_parts(p, an, aw, nodes, rot, tr, normals=pn)
+            rphoto = None if photo is None else (photo[0], photo[1], cfg.lambda_color / max(cfg.lambda_icp, 1e-12),
+                                                 cfg.color_huber)
+            rg, tg, rinfo = rigid_icp(parts.warped, parts.normals, live, cfg.rigid_iterations, cfg.rigid_max_distance,
+                                      cfg.max_angle_deg, cfg.huber_delta, need, cfg.damping, rphoto)
+            stats["rigid"] = {k2: v for k2, v in rinfo.items() if k2 != "ok"}
+            if rinfo["ok"]:
+                # W'(p) = Rg W(p) + tg  <=>  R_k' = Rg R_k, t_k' = Rg (g_k + t_k) + tg - g_k (weights sum to 1)
+                tr = (nodes + tr) @ rg.T + tg - nodes
+                rot = rg @ rot
+        stats["rigid_ms"] = 1e3 * (time.perf_counter() - t0)
+
+        # non-rigid Gauss-Newton with re-association
+        t0 = time.perf_counter()
+        solver = SolverConfig(iterations=1, linear_solver=cfg.linear_solver, damping=cfg.damping,
+                              relative_damping=True, adaptive=True, mu_up=10.0, max_retries=4,
+                              pcg_iterations=cfg.pcg_iterations, pcg_tol=cfg.pcg_tol)
+        mu = cfg.damping
+        lpt = torch.from_numpy(live.flat_points)
+        lnt = torch.from_numpy(live.flat_normals)
+        extra = self._correspondence_terms(inp, corr, k)
+        history = []
+        n_corr = 0
+        rms = float("nan")
+        for it in range(cfg.iterations):
+            parts = warp_parts(p, an, aw, nodes, rot, tr, normals=pn)
+            match = projective_association(parts.warped.numpy(), parts.normals.numpy(), live.points, live.normals,
+                                           live.valid, k, cfg.max_distance, cfg.max_angle_deg)
+            ok = np.flatnonzero(match >= 0)
+            n_corr = int(len(ok))
+            if n_corr < need:
+                stats.update(correspondences=n_corr, iterations=it)
+                if it == 0:
+                    return self._fail(inp, f"too few correspondences ({n_corr} < {need})", stats)
+                break
+            sel_t = torch.from_numpy(ok)
+            mt = torch.from_numpy(match[ok])
+            q = lpt[mt].to(d)
+            qn = lnt[mt].to(d)
+            sub = parts.subset(sel_t)
+            res0 = ((sub.warped - q) * qn).sum(1)
+            rms = float(torch.sqrt((res0 * res0).mean()))
+            conf = huber_confidence(res0, cfg.huber_delta)
+            ps, ans, aws = p[sel_t], an[sel_t], aw[sel_t]
+
+            pconf = None
+            if photo is not None:
+                mi = photo[1][sel_t]
+                val, _, inside = sample_bilinear_t_uv(photo[0], sub.warped, k)
+                pconf = huber_confidence(torch.where(inside, val - mi, torch.zeros_like(val)), cfg.color_huber)
+
+            def residuals(r, t, jac, ps=ps, ans=ans, aws=aws, q=q, qn=qn, conf=conf, pconf=pconf) -> list[ResidualBlock]:
+                pp = warp_parts(ps, ans, aws, nodes, r, t)
+                out = [point_to_plane_term(pp, q, qn, conf, cfg.lambda_icp, jac),
+                       arap_term_edges(aedges, r, t, cfg.lambda_arap, jac)]
+                if pconf is not None:
+                    out.append(photometric_term(pp, photo[0], photo[1][sel_t], k, pconf, cfg.lambda_color, jac))
+                return out + [f(r, t, jac) for f in extra]
+
+            blocks = [point_to_plane_term(sub, q, qn, conf, cfg.lambda_icp, True),
+                      arap_term_edges(aedges, rot, tr, cfg.lambda_arap, True)]
+            if pconf is not None:
+                blocks.append(photometric_term(sub, photo[0], photo[1][sel_t], k, pconf, cfg.lambda_color, True))
+            blocks += [f(rot, tr, True) for f in extra]
+            rot, tr, _, mu, info = lm_step(residuals, rot, tr, blocks, mu, solver, jacobian_after=False)
+            history.append({"energy_before": info["energy_before"], "energy_after": info.get("energy_after"),
+                            "accepted": info["accepted"], "correspondences": n_corr, "rms_mm": 1e3 * rms,
+                            "pcg_iterations": info.get("iterations")})
+            if not info["ok"]:
+                stats["history"] = history
+                return self._fail(inp, f"singular system: {info.get('error', 'linear solve failed')}", stats)
+            if info["accepted"] and info.get("step", 1.0) < 1e-6:
+                break
+        stats["nonrigid_ms"] = 1e3 * (time.perf_counter() - t0)
+        stats.update(correspondences=n_corr, iterations=len(history), history=history, rms_mm=1e3 * rms,
+                     total_ms=1e3 * (time.perf_counter() - t_start), config=asdict(cfg))
+        if not (torch.isfinite(rot).all() and torch.isfinite(tr).all()):
+            return self._fail(inp, "non-finite motion after the solve", stats)
+        self._frames += 1
+        motion = GraphMotion(rot.numpy().astype(np.float32), tr.numpy().astype(np.float32),
+                             meta={"tracker": self.name, "frame": int(frame.index)})
+        return TrackingResult(motion, ok=True, message="", stats=stats)
+
+    def _correspondence_terms(self, inp: TrackingInput, corr: Correspondences | None, k: Intrinsics) -> list:
+        """Residual functions of the NNRT 2D and depth terms over given correspondences (empty when None)."""
+        if corr is None or len(corr.sample_ids) == 0:
+            return []
+        cfg = self.config
+        ids = np.asarray(corr.sample_ids, np.int64)
+        t64 = lambda a: torch.from_numpy(np.ascontiguousarray(a, np.float64))  # noqa: E731
+        p = t64(inp.model_points[ids])
+        an = torch.from_numpy(np.ascontiguousarray(inp.model_anchors[ids], np.int64))
+        aw = t64(inp.model_weights[ids])
+        nodes = t64(inp.graph.nodes)
+        uv, z, w = t64(corr.target_uv), t64(corr.target_depth), t64(corr.weights)
+
+        def two_d(r, t, jac):
+            return reprojection_term(warp_parts(p, an, aw, nodes, r, t), uv, k, w, cfg.lambda_2d, jac)
+
+        def depth(r, t, jac):
+            return depth_term(warp_parts(p, an, aw, nodes, r, t), z, w, cfg.lambda_depth, jac)
+
+        return [two_d, depth]
