@@ -176,15 +176,16 @@ def extract_mesh(volume, min_weight: float = 1.0) -> TriMesh:
 
 
 def skin_vertices(vertices: np.ndarray, graph: DeformationGraph) -> tuple[np.ndarray, np.ndarray]:
-    """Skinning of mesh vertices (float32 [V, 3], canonical) to the graph with 4 anchors; vertices with no
-    node within the skinning reach follow their nearest node alone. Returns (anchors int32 [V, 4], weights
-    float32 [V, 4])."""
+    """Skinning of surface points / mesh vertices (float32 [V, 3], canonical) to the graph: the same
+    graph-consistent rule as the volume's voxels (`fusion.tsdf.volume.default_skinning`, the graph module's
+    reach); vertices with no node within reach follow their nearest node alone. Returns (anchors int32
+    [V, 4], weights float32 [V, 4])."""
     from scipy.spatial import cKDTree
 
-    from fusion.graph import skinning
+    from fusion.tsdf.volume import default_skinning
 
     v = np.ascontiguousarray(vertices, np.float32)
-    a, w = skinning(v, graph, k=4)
+    a, w = default_skinning(v, graph)
     none = a[:, 0] < 0
     if none.any() and graph.num_nodes > 0:
         _, nn = cKDTree(graph.nodes).query(v[none], k=1)

@@ -50,6 +50,9 @@ class FusionConfig:
     """deformation-graph node coverage radius, metres (NNRT default)"""
     graph_k: int = 8
     """neighbour edges per graph node"""
+    graph_edge_mode: str = "geodesic"
+    """graph edges by "geodesic" (along the surface: parts touching in space stay apart) or "euclidean"
+    distance; skinning only blends a node with its graph neighbours"""
     processing_size: tuple[int, int] | None = None
     """(width, height) frames are resized to before processing; None = as delivered"""
     max_frames: int | None = None
@@ -77,13 +80,15 @@ class FusionConfig:
     connectivity sequence); None = no sequence"""
     num_threads: int = 0
     """numba threads for the volume kernels (0 = by job size)"""
+    warp_check: float = 0.5
+    """warp-consistency check of non-rigid integration, in truncation distances (0 disables; see VolumeConfig)"""
 
     def volume_config(self) -> VolumeConfig:
         """The TSDF volume options implied by this config."""
         return VolumeConfig(
             voxel_size=self.voxel_size, trunc_voxels=self.trunc_voxels, depth_min=self.depth_min,
             depth_max=self.depth_max, max_weight=self.max_weight, memory_budget_gb=self.memory_budget_gb,
-            num_threads=self.num_threads,
+            num_threads=self.num_threads, warp_check=self.warp_check,
         )
 
 
@@ -310,7 +315,8 @@ class FusionPipeline:
         if len(pts) < 16:
             return
         try:
-            g = build_graph(pts, nrm, radius=self.config.node_coverage, k=self.config.graph_k)
+            g = build_graph(pts, nrm, radius=self.config.node_coverage, k=self.config.graph_k,
+                            edge_mode=self.config.graph_edge_mode)
         except (InputError, ValueError):
             return
         if g.num_nodes == 0:
@@ -481,11 +487,11 @@ class FusionPipeline:
             out["geometry_accuracy_mm"] = 1e3 * acc
             out["geometry_completeness_mm"] = 1e3 * comp
         if self.graph.num_nodes:
-            from fusion.graph import skinning
+            from fusion.tsdf.volume import default_skinning
             from fusion.warp import warp_points
 
             pts = v0[seen].astype(np.float32)
-            a, w = skinning(pts, self.graph, k=4)
+            a, w = default_skinning(pts, self.graph)
             cov = a[:, 0] >= 0
             errs = []
             for idx, (vis, vt) in sorted(self._gt_vis.items()):

@@ -83,6 +83,10 @@ def integrate_blocks(
     max_weight: float,
     dmin: float,
     dmax: float,
+    check_pts: np.ndarray,
+    check_pix: np.ndarray,
+    check_stride: int,
+    check_dist: float,
 ) -> int:
     """Projective TSDF update of the voxels of the blocks `active` (int32 [A]) from one depth image.
 
@@ -94,6 +98,15 @@ def integrate_blocks(
     left alone, others get tsdf <- (tsdf*w + min(1, sdf/trunc)) / (w + 1), w <- min(w + 1, max_weight),
     and (when sdf <= trunc and `use_color`) the color is blended the same way. Arithmetic is float32.
     depth: float32 [H, W] metres; image: uint8 [H, W, 3]. Returns the number of voxels updated.
+
+    Warp-consistency check (check_dist > 0): a near-surface observation (sdf <= trunc) is rejected when the
+    canonical position of the live surface point seen by the voxel, check_pts[check_pix[sampled pixel
+    nearest to the voxel's pixel]] (the live surface mapped back by the inverse warp, float32 [P, 3]; pix
+    int32 [ceil(H / s), ceil(W / s)] from `band_samples` with stride s = check_stride, -1 = none), lies
+    farther than 1.2 |sdf| + check_dist metres from the voxel (it should lie about |sdf| away along the
+    voxel's ray, 1.2 allowing for the ray's slant): the voxel then moves with another part of the object
+    than the surface in front of it (e.g. a voxel beside the torso seen behind a swinging arm), and fusing
+    it would leave a phantom surface.
     """
     h, w = depth.shape
     counts = np.zeros(active.shape[0], np.int64)
@@ -114,6 +127,11 @@ def integrate_blocks(
     fdmin = np.float32(dmin)
     fdmax = np.float32(dmax)
     fmaxw = np.float32(max_weight)
+    use_check = check_dist > 0.0
+    chk = np.float32(check_dist)
+    prow = check_pix.shape[0] - 1
+    pcol = check_pix.shape[1] - 1
+    istr = np.float32(1.0 / check_stride)
     for ii in prange(active.shape[0]):
         b = active[ii]
         bx = coords[b, 0] * bs
@@ -163,6 +181,15 @@ def integrate_blocks(
                     sdf = d - z
                     if sdf < -ftr:
                         continue
+                    if use_check and sdf <= ftr:
+                        q = check_pix[min(int(vf * istr + half), prow), min(int(uf * istr + half), pcol)]
+                        if q >= 0:
+                            ex = px - check_pts[q, 0]
+                            ey = py - check_pts[q, 1]
+                            ez = pz - check_pts[q, 2]
+                            lim = np.float32(1.2) * abs(sdf) + chk
+                            if ex * ex + ey * ey + ez * ez > lim * lim:
+                                continue
                     t = min(sdf * itr, one)
                     w_old = weight[b, v]
                     w_new = w_old + one
@@ -321,11 +348,13 @@ def inverse_warp_points(
 def band_samples(
     depth: np.ndarray, stride: int, fx: float, fy: float, cx: float, cy: float, dmin: float, dmax: float,
     trunc: float, mask: np.ndarray, use_mask: bool,
-) -> np.ndarray:
+) -> tuple:
     """Live-frame points on the truncation band of the depth image, for block allocation.
 
     Every `stride`-th pixel (both axes) with valid depth d in [dmin, dmax] (and mask, when used) gives the
-    3 points at depths d - trunc, d, d + trunc on its ray. Returns float32 [S, 3] metres (camera frame).
+    3 points at depths d - trunc, d, d + trunc on its ray. Returns (points float32 [3P, 3] metres, camera
+    frame; pix int32 [ceil(H / stride), ceil(W / stride)]: the sample number p of each sampled pixel, whose
+    surface point is points[3p + 1], or -1 where the pixel has no valid depth).
     """
     h, w = depth.shape
     rows = (h + stride - 1) // stride
@@ -342,6 +371,7 @@ def band_samples(
     for r in range(rows):
         off[r + 1] = off[r] + rc[r]
     out = np.empty((off[rows] * 3, 3), np.float32)
+    pix = np.full((rows, cols), -1, np.int32)
     for r in prange(rows):
         s = off[r] * 3
         vv = r * stride
@@ -349,6 +379,7 @@ def band_samples(
             uu = q * stride
             d = depth[vv, uu]
             if d > 0 and d >= dmin and d <= dmax and (not use_mask or mask[vv, uu]):
+                pix[r, q] = s // 3
                 rx = (uu - cx) / fx
                 ry = (vv - cy) / fy
                 for e in range(3):
@@ -357,7 +388,7 @@ def band_samples(
                     out[s, 1] = ry * z
                     out[s, 2] = z
                     s += 1
-    return out
+    return out, pix
 
 
 @njit(parallel=True, fastmath=True, cache=True)

@@ -36,8 +36,9 @@ def _local(vol: "TSDFVolume") -> torch.Tensor:
 # ---------------------------------------------------------------------------------------------- allocation
 
 
-def _band_t(vol: "TSDFVolume", frame: RGBDFrame, stride: int, use_mask: bool) -> torch.Tensor:
-    """Live points on the truncation band (float32 [S, 3]); same samples and order as `kernels_nb.band_samples`."""
+def _band_t(vol: "TSDFVolume", frame: RGBDFrame, stride: int, use_mask: bool) -> tuple[torch.Tensor, np.ndarray]:
+    """Live points on the truncation band (float32 [3P, 3]) and the sampled-pixel -> sample map (int32 numpy);
+    same samples, order and map as `kernels_nb.band_samples`."""
     cfg = vol.config
     k = frame.intrinsics
     d = torch.as_tensor(np.ascontiguousarray(frame.depth[::stride, ::stride]), device=vol.device)
@@ -52,7 +53,9 @@ def _band_t(vol: "TSDFVolume", frame: RGBDFrame, stride: int, use_mask: bool) ->
     ry = (vv - k.cy) / k.fy
     zs = z[:, None] + torch.tensor([-vol.trunc, 0.0, vol.trunc], device=vol.device, dtype=torch.float32)[None]
     pts = torch.stack([rx[:, None] * zs, ry[:, None] * zs, zs], -1)
-    return pts.reshape(-1, 3)
+    pix = torch.full(ok.shape, -1, dtype=torch.int32, device=vol.device)
+    pix[rr, cc] = torch.arange(len(rr), device=vol.device, dtype=torch.int32)
+    return pts.reshape(-1, 3), pix.cpu().numpy()
 
 
 def _candidates_t(vol: "TSDFVolume", can: torch.Tensor) -> torch.Tensor:
@@ -74,13 +77,14 @@ def _candidates_t(vol: "TSDFVolume", can: torch.Tensor) -> torch.Tensor:
 
 
 def candidates_rigid_t(vol: "TSDFVolume", frame: RGBDFrame, r: np.ndarray, t: np.ndarray, stride: int,
-                       use_mask: bool) -> tuple[np.ndarray, np.ndarray]:
-    """Rigid allocation candidates: (unique unallocated linear block ids int64, canonical band points float32 [S, 3])."""
-    pts = _band_t(vol, frame, stride, use_mask)
+                       use_mask: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Rigid allocation candidates: (unique unallocated linear block ids int64, canonical band points float32
+    [3P, 3], sampled-pixel -> sample map int32)."""
+    pts, pix = _band_t(vol, frame, stride, use_mask)
     rt = torch.as_tensor(r, device=vol.device, dtype=torch.float32)
     tt = torch.as_tensor(t, device=vol.device, dtype=torch.float32)
     can = (pts - tt) @ rt
-    return _candidates_t(vol, can).cpu().numpy(), can.cpu().numpy()
+    return _candidates_t(vol, can).cpu().numpy(), can.cpu().numpy(), pix
 
 
 def inverse_warp_points_t(live: torch.Tensor, warped_nodes: torch.Tensor, inv_aff: torch.Tensor, sigma: float,
@@ -121,12 +125,13 @@ def inverse_warp_points_t(live: torch.Tensor, warped_nodes: torch.Tensor, inv_af
 
 
 def candidates_warped_t(vol: "TSDFVolume", frame: RGBDFrame, wn: np.ndarray, inv: np.ndarray, sigma: float,
-                        cell: float, stride: int, use_mask: bool) -> tuple[np.ndarray, np.ndarray]:
-    """Non-rigid allocation candidates through the approximate inverse warp (see `kernels_nb`)."""
-    pts = _band_t(vol, frame, stride, use_mask)
+                        cell: float, stride: int, use_mask: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Non-rigid allocation candidates through the approximate inverse warp (see `kernels_nb`); returns as
+    `candidates_rigid_t`."""
+    pts, pix = _band_t(vol, frame, stride, use_mask)
     can = inverse_warp_points_t(pts, torch.as_tensor(wn, device=vol.device), torch.as_tensor(inv, device=vol.device),
                                 sigma, cell, 3)
-    return _candidates_t(vol, can).cpu().numpy(), can.cpu().numpy()
+    return _candidates_t(vol, can).cpu().numpy(), can.cpu().numpy(), pix
 
 
 def mark_new_blocks_t(vol: "TSDFVolume", cand: np.ndarray) -> np.ndarray:
@@ -171,8 +176,10 @@ def write_skin_voxels_t(vol: "TSDFVolume", bsel: np.ndarray, vsel: np.ndarray, a
 # ---------------------------------------------------------------------------------------------- integration
 
 
-def update_t(vol: "TSDFVolume", frame: RGBDFrame, depth: np.ndarray, aff: np.ndarray, use_warp: bool) -> int:
-    """Projective TSDF update of all allocated blocks (torch twin of `kernels_nb.integrate_blocks`)."""
+def update_t(vol: "TSDFVolume", frame: RGBDFrame, depth: np.ndarray, aff: np.ndarray, use_warp: bool,
+             check_pts: np.ndarray, check_pix: np.ndarray, check_stride: int, check_dist: float) -> int:
+    """Projective TSDF update of all allocated blocks (torch twin of `kernels_nb.integrate_blocks`, including
+    its warp-consistency check)."""
     cfg = vol.config
     k = frame.intrinsics
     dev = vol.device
@@ -184,6 +191,11 @@ def update_t(vol: "TSDFVolume", frame: RGBDFrame, depth: np.ndarray, aff: np.nda
     o = torch.as_tensor(vol.origin, dtype=torch.float32, device=dev) + 0.5 * vox
     h, w = k.height, k.width
     trunc = float(vol.trunc)
+    use_check = check_dist > 0
+    if use_check:
+        c_pts = torch.as_tensor(check_pts, device=dev, dtype=torch.float32)
+        c_pix = torch.as_tensor(check_pix, device=dev).long()
+        prow, pcol = c_pix.shape[0] - 1, c_pix.shape[1] - 1
     total = 0
     for s in range(0, vol.num_blocks, CHUNK_BLOCKS):
         ids = torch.arange(s, min(s + CHUNK_BLOCKS, vol.num_blocks), device=dev)
@@ -212,6 +224,12 @@ def update_t(vol: "TSDFVolume", frame: RGBDFrame, depth: np.ndarray, aff: np.nda
         ok &= (d > 0) & (d >= cfg.depth_min) & (d <= cfg.depth_max)
         sdf = d - z
         ok &= sdf >= -trunc
+        if use_check:
+            q = c_pix[torch.clamp((vf / check_stride + 0.5).floor().long(), 0, prow),
+                      torch.clamp((uf / check_stride + 0.5).floor().long(), 0, pcol)]
+            lim = 1.2 * sdf.abs() + check_dist
+            far = ((p - c_pts[q.clamp(min=0)]) ** 2).sum(-1) > lim * lim
+            ok &= ~((sdf <= trunc) & (q >= 0) & far)
         t = torch.clamp(sdf / trunc, max=1.0)
         w_old = vol.weight[ids]
         w_new = w_old + 1.0

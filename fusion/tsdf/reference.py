@@ -46,6 +46,7 @@ def integrate_dense(
     to_live: Callable[[np.ndarray], np.ndarray] | None = None,
     valid_voxels: np.ndarray | None = None,
     integrate_color: bool = True,
+    check: tuple[np.ndarray, np.ndarray, int, float] | None = None,
 ) -> int:
     """Fuse one frame into `vol` in place; returns the number of updated voxels.
 
@@ -55,6 +56,10 @@ def integrate_dense(
     the live depth d in [depth_min, depth_max], sdf = d - z; skip when sdf < -trunc; otherwise
     tsdf <- (tsdf w + min(1, sdf/trunc)) / (w + 1), w <- min(w + 1, max_weight), and when |sdf| <= trunc
     color <- floor((color w + c) / (w + 1) + 0.5).
+
+    check = (points [P, 3], pix int [R, C], stride, dist): the warp-consistency check of the fast kernels
+    (a voxel with sdf <= trunc is skipped when points[pix[round(v / stride), round(u / stride)]] exists and
+    lies farther than 1.2 |sdf| + dist from the voxel centre).
     """
     k = frame.intrinsics
     p = vol.centers().reshape(-1, 3)
@@ -72,6 +77,13 @@ def integrate_dense(
     ok &= (d > 0) & (d >= depth_min) & (d <= depth_max)
     sdf = d - z
     ok &= sdf >= -trunc
+    if check is not None and check[3] > 0:
+        pts, pix, stride, dist = check
+        rr = np.clip(np.floor(vf / stride + 0.5).astype(np.int64), 0, pix.shape[0] - 1)
+        cc = np.clip(np.floor(uf / stride + 0.5).astype(np.int64), 0, pix.shape[1] - 1)
+        q = pix[rr, cc]
+        far = np.linalg.norm(p - pts[np.maximum(q, 0)], axis=1) > 1.2 * np.abs(sdf) + dist
+        ok &= ~((sdf <= trunc) & (q >= 0) & far)
     t = np.minimum(1.0, sdf / trunc)
     tsdf = vol.tsdf.reshape(-1)
     wgt = vol.weight.reshape(-1)

@@ -60,6 +60,9 @@ class VolumeConfig:
     """hard cap on allocated blocks (None: as many as the bounds hold within the budget)"""
     alloc_stride: int = 0
     """pixel stride of block allocation (0: so that samples are about one voxel apart on the surface)"""
+    warp_check: float = 0.5
+    """non-rigid integration rejects a near-surface observation when the live surface point in front of the
+    voxel maps back (inverse warp) farther than 1.2 |sdf| + warp_check x trunc from it; 0 disables"""
     integrate_color: bool = True
     """fuse the color image too"""
     num_threads: int = 0
@@ -147,15 +150,32 @@ def _pose34(pose: np.ndarray | None) -> np.ndarray:
 
 
 def default_skinning(points: np.ndarray, graph: DeformationGraph, reach: float | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """Skinning of canonical points to the graph: fusion.graph.skinning with 4 anchors within `reach` metres
-    (None: the graph module's default).
+    """Graph-consistent skinning of canonical points: `fusion.graph.skinning` with 4 anchors within `reach`
+    metres (None: the graph module's default), keeping only the anchors that are the nearest anchor or its
+    graph neighbours (weights renormalised).
 
-    points float32 [M, 3] -> (anchors int32 [M, 4] (-1 = none), weights float32 [M, 4]).
+    Plain nearest-node skinning mixes the motions of parts that are close in space but not along the
+    surface (an arm and the torso beside it); voxels in the gap between them then move with both and
+    leave phantom surfaces. points float32 [M, 3] -> (anchors int32 [M, 4] (-1 = none), weights float32 [M, 4]).
     """
     from fusion.graph import skinning
 
     a, w = skinning(np.ascontiguousarray(points, np.float32), graph, k=4, reach=reach)
-    return np.ascontiguousarray(a, np.int32), np.ascontiguousarray(w, np.float32)
+    a = np.ascontiguousarray(a, np.int32)
+    w = np.ascontiguousarray(w, np.float32)
+    if len(a) == 0 or graph.num_nodes == 0 or graph.edges.size == 0:
+        return a, w
+    n0 = a[:, 0]
+    has = n0 >= 0
+    ring = np.asarray(graph.edges)[np.where(has, n0, 0)]  # [M, K]
+    linked = (ring[:, :, None] == a[:, None, 1:]).any(axis=1) & (a[:, 1:] >= 0)
+    drop = ~linked & has[:, None]
+    if drop.any():
+        a[:, 1:][drop] = -1
+        w[:, 1:][drop] = 0.0
+        s = w.sum(axis=1, keepdims=True)
+        w = np.where(s > 0, w / np.where(s > 0, s, 1.0), 0.0).astype(np.float32)
+    return a, w
 
 
 class TSDFVolume:
@@ -225,6 +245,10 @@ class TSDFVolume:
         #: canonical positions (float32 [S, 3]) of the live surface samples of the last allocation, i.e. the
         #: live surface mapped back through the (inverse) warp: where new graph nodes may be needed
         self.last_surface_canonical = np.zeros((0, 3), np.float32)
+        self._last_pix: tuple[np.ndarray, int] = (np.full((1, 1), -1, np.int32), 1)
+        #: (canonical surface points float32 [P, 3], sampled pixel -> point map int32, stride) of the last warped
+        #: allocation: the warp-consistency check of the next warped update (None after a rigid allocation)
+        self.check_data: tuple[np.ndarray, np.ndarray, int] | None = None
         self._alloc_index(total)
         self._alloc_pool(min(cap, 256))
 
@@ -352,11 +376,13 @@ class TSDFVolume:
         m = frame.mask if (use_mask and frame.mask is not None) else np.zeros((1, 1), np.bool_)
         stride = self._stride(frame)
         with nb.numba_threads(self._threads(k.width * k.height // (stride * stride) * 8)):
-            return nb.band_samples(
+            pts, pix = nb.band_samples(
                 np.ascontiguousarray(frame.depth, np.float32), stride, k.fx, k.fy, k.cx, k.cy,
                 self.config.depth_min, self.config.depth_max, self.trunc, np.ascontiguousarray(m, np.bool_),
                 bool(use_mask and frame.mask is not None),
             )
+        self._last_pix = (pix, stride)
+        return pts
 
     def count_new_blocks(self, frame: RGBDFrame, pose: np.ndarray | None = None, use_mask: bool = True) -> int:
         """How many blocks a rigid allocation of `frame` at `pose` (camera <- canonical) would add."""
@@ -416,8 +442,10 @@ class TSDFVolume:
             with nb.numba_threads(self._threads(len(can) * 8)):
                 cand = nb.candidate_blocks(can, self.origin, self.block_m, self.index, self.voxel_size)
         else:
-            cand, can = self._t.candidates_rigid_t(self, frame, r, t, self._stride(frame), use_mask)
+            cand, can, pix = self._t.candidates_rigid_t(self, frame, r, t, self._stride(frame), use_mask)
+            self._last_pix = (pix, self._stride(frame))
         self.last_surface_canonical = np.ascontiguousarray(can[1::3])
+        self.check_data = None
         ids = self._commit(cand)
         self._skin_new(ids)
         return ids
@@ -437,8 +465,10 @@ class TSDFVolume:
                 can = nb.inverse_warp_points(pts, wn, inv, sigma, cell, 3)
                 cand = nb.candidate_blocks(can, self.origin, self.block_m, self.index, self.voxel_size)
         else:
-            cand, can = self._t.candidates_warped_t(self, frame, wn, inv, sigma, cell, self._stride(frame), use_mask)
+            cand, can, pix = self._t.candidates_warped_t(self, frame, wn, inv, sigma, cell, self._stride(frame), use_mask)
+            self._last_pix = (pix, self._stride(frame))
         self.last_surface_canonical = np.ascontiguousarray(can[1::3])
+        self.check_data = (self.last_surface_canonical, *self._last_pix)
         self.set_graph(graph)
         ids = self._commit(cand)
         self._skin_new(ids)
@@ -471,17 +501,18 @@ class TSDFVolume:
         else:
             self._t.write_skin_t(self, ids, a, w)
 
-    def _reach(self, graph: DeformationGraph) -> float:
-        """Skinning reach of voxels (metres): the graph's reach for surface points plus the truncation band."""
-        from fusion.graph import SKIN_REACH_FACTOR
-
-        return SKIN_REACH_FACTOR * float(graph.radius) + self.trunc
+    def skin_reach(self, graph: DeformationGraph) -> float:
+        """Skinning reach of voxels (metres): node coverage radius + truncation distance. A voxel in the
+        truncation band of a covered surface is within trunc of a surface point that is within radius of a
+        node; voxels farther from every node belong to no tracked surface yet and are left alone (warping
+        them by distant nodes leaves phantom surfaces)."""
+        return float(graph.radius) + self.trunc
 
     def _skin_new(self, ids: np.ndarray) -> None:
         if self._graph is None or len(ids) == 0 or self._graph.num_nodes == 0:
             return
         pts = self.voxel_centers(ids).reshape(-1, 3)
-        a, w = self.skinning_fn(pts, self._graph, self._reach(self._graph))
+        a, w = self.skinning_fn(pts, self._graph, self.skin_reach(self._graph))
         self._write_skin(ids, a.reshape(len(ids), self.nv, 4), w.reshape(len(ids), self.nv, 4))
 
     def set_graph(self, graph: DeformationGraph) -> int:
@@ -522,7 +553,7 @@ class TSDFVolume:
         # gather the flagged voxels' centres
         ub, inv = np.unique(bsel, return_inverse=True)
         pts = pts[inv, vsel]
-        a, w = self.skinning_fn(pts, graph, self._reach(graph))
+        a, w = self.skinning_fn(pts, graph, self.skin_reach(graph))
         if self.backend == "numba":
             self.anchors[bsel, vsel] = a
             self.skin_w[bsel, vsel] = w
@@ -569,8 +600,13 @@ class TSDFVolume:
             aff = nb.affine_maps(graph.nodes, motion.rotations, motion.translations)
         else:
             aff = np.ascontiguousarray((pose34 if pose34 is not None else _pose34(None))[None], np.float32)
+        if use_warp and self.check_data is not None and cfg.warp_check > 0:
+            chk_pts, chk_pix, chk_stride = self.check_data
+            chk_dist = cfg.warp_check * self.trunc
+        else:
+            chk_pts, chk_pix, chk_stride, chk_dist = np.zeros((1, 3), np.float32), np.full((1, 1), -1, np.int32), 1, 0.0
         if self.backend == "torch":
-            return self._t.update_t(self, frame, depth, aff, use_warp)
+            return self._t.update_t(self, frame, depth, aff, use_warp, chk_pts, chk_pix, chk_stride, chk_dist)
         with nb.numba_threads(self._threads(self._n * self.nv)):
             active = nb.visible_blocks(
                 self._n, self.coords, self.anchors, self.skin_w, aff, use_warp, k.fx, k.fy, k.cx, k.cy,
@@ -580,7 +616,7 @@ class TSDFVolume:
                 active, self.coords, self.tsdf, self.weight, self.color, self.anchors, self.skin_w, aff, use_warp,
                 np.ascontiguousarray(depth, np.float32), np.ascontiguousarray(frame.color),
                 bool(cfg.integrate_color), k.fx, k.fy, k.cx, k.cy, self.origin, self.voxel_size, self.bs, self.trunc,
-                cfg.max_weight, cfg.depth_min, cfg.depth_max,
+                cfg.max_weight, cfg.depth_min, cfg.depth_max, chk_pts, chk_pix, int(chk_stride), float(chk_dist),
             )
 
     def _threads(self, work: int) -> int:
