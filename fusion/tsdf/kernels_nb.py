@@ -643,20 +643,36 @@ def surface_points(
 @njit(parallel=True, fastmath=True, cache=True)
 def voxels_needing_reskin(
     n_blocks: int, coords: np.ndarray, anchors: np.ndarray, nodes: np.ndarray, new_nodes: np.ndarray,
-    origin: np.ndarray, voxel: float, bs: int,
+    ring_changed: np.ndarray, reach: float, origin: np.ndarray, voxel: float, bs: int,
 ) -> np.ndarray:
-    """bool [n_blocks, bs^3]: voxels whose 4 nearest nodes may change when `new_nodes` (float32 [A, 3]) join.
+    """bool [n_blocks, bs^3]: voxels whose skinning may change when `new_nodes` (float32 [A, 3]) join the graph.
 
-    A voxel is flagged when it has a free anchor slot (-1) or some new node is nearer than its farthest
-    current anchor (an exact test for k-nearest selection). nodes: float32 [N_old, 3] (the anchors' ids).
+    Skinning takes the 4 nearest nodes within `reach` metres, then keeps those linked to the nearest one. A
+    voxel is flagged when its nearest anchor's graph edges changed (`ring_changed` bool [N_old]), or when a
+    new node lies within reach and either the voxel has a free anchor slot (-1) or the new node is nearer
+    than its farthest current anchor (an exact test for the k-nearest selection).
+    nodes: float32 [N_old, 3] (the ids the cached anchors refer to).
     """
     nv = bs * bs * bs
     out = np.zeros((n_blocks, nv), np.bool_)
+    r2 = reach * reach
     for b in prange(n_blocks):
         for v in range(nv):
+            a0 = anchors[b, v, 0]
+            if a0 >= 0 and ring_changed[a0]:
+                out[b, v] = True
+                continue
             px = origin[0] + (coords[b, 0] * bs + v // (bs * bs) + 0.5) * voxel
             py = origin[1] + (coords[b, 1] * bs + (v // bs) % bs + 0.5) * voxel
             pz = origin[2] + (coords[b, 2] * bs + v % bs + 0.5) * voxel
+            near = np.inf
+            for q in range(new_nodes.shape[0]):
+                dx = new_nodes[q, 0] - px
+                dy = new_nodes[q, 1] - py
+                dz = new_nodes[q, 2] - pz
+                near = min(near, dx * dx + dy * dy + dz * dz)
+            if near > r2:
+                continue
             far = 0.0
             free = False
             for a in range(4):
@@ -668,14 +684,6 @@ def voxels_needing_reskin(
                 dy = nodes[n, 1] - py
                 dz = nodes[n, 2] - pz
                 far = max(far, dx * dx + dy * dy + dz * dz)
-            if free:
+            if free or near < far:
                 out[b, v] = True
-                continue
-            for q in range(new_nodes.shape[0]):
-                dx = new_nodes[q, 0] - px
-                dy = new_nodes[q, 1] - py
-                dz = new_nodes[q, 2] - pz
-                if dx * dx + dy * dy + dz * dz < far:
-                    out[b, v] = True
-                    break
     return out

@@ -517,7 +517,8 @@ class TSDFVolume:
 
     def set_graph(self, graph: DeformationGraph) -> int:
         """Make the cached per-voxel skinning refer to `graph`. When `graph` extends the cached one (same
-        first nodes), only voxels whose 4 nearest nodes may change are re-skinned; otherwise all are.
+        first nodes), only voxels whose skinning may change are re-skinned (`voxels_needing_reskin`);
+        otherwise all are.
         Returns the number of voxels re-skinned."""
         old = self._graph
         if old is graph:
@@ -541,10 +542,17 @@ class TSDFVolume:
             return n * self.nv
         anchors = self.anchors[:n] if self.backend == "numba" else self.anchors[:n].cpu().numpy()
         coords = self.coords[:n] if self.backend == "numba" else self.coords[:n].cpu().numpy()
+        old_edges = np.asarray(old.edges)
+        new_edges = np.asarray(graph.edges)[:n_old]
+        if old_edges.shape == new_edges.shape:
+            ring_changed = np.any(old_edges != new_edges, axis=1)
+        else:
+            ring_changed = np.ones(n_old, bool)
         with nb.numba_threads(self._threads(n * self.nv)):
             flag = nb.voxels_needing_reskin(
                 n, coords, anchors, np.ascontiguousarray(old.nodes, np.float32),
-                np.ascontiguousarray(graph.nodes[n_old:], np.float32), self.origin, self.voxel_size, self.bs,
+                np.ascontiguousarray(graph.nodes[n_old:], np.float32), ring_changed, self.skin_reach(graph),
+                self.origin, self.voxel_size, self.bs,
             )
         bsel, vsel = np.nonzero(flag)
         if len(bsel) == 0:
