@@ -1,0 +1,639 @@
+"""The side-panel framework: a dock where each shape method registers a panel.
+
+A panel is a `ShapePanel` subclass declaring its inputs (point clouds: captures from the capture list or
+files), its parameters (`Param`) and one method, `compute(inputs, params, ctx) -> PanelResult`, which runs
+in a worker thread (`PanelJob` in a QThread) and reports progress through `ctx.progress(fraction, text)`;
+Cancel makes the next `ctx.progress` / `ctx.check` raise `Cancelled`. The framework builds the widgets
+(input choosers, parameter form, Run / Cancel, progress bar, the panel's own 3D view of the result
+layers, a summary table, Export). `compute` must not touch widgets: inputs are plain `Capture`s.
+
+Adding a panel (what the shape-method issues do): create `app/gui/panel_<name>.py` with
+
+    from app.gui.panels import Param, PanelResult, ShapePanel, register_panel
+
+    @register_panel
+    class MyPanel(ShapePanel):
+        key = "mine"; title = "My method"; description = "..."; inputs = ("Source", "Target")
+        params = (Param("steps", "Steps", "int", 100, 1, 10000),)
+        def compute(self, inputs, params, ctx): ...; return PanelResult(layers=[...], summary={...})
+
+`discover_panels()` imports every `app.gui.panel_*` module, so nothing else needs editing.
+"""
+from __future__ import annotations
+
+import importlib
+import json
+import pkgutil
+import threading
+import traceback
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, ClassVar
+
+import numpy as np
+from PySide6 import QtCore, QtWidgets
+
+from app.gui.captures import Capture, CaptureStore, read_capture_ply, write_capture_ply
+from app.gui.messages import notify
+from fusion.errors import InputError, NRStudioError
+
+PANEL_REGISTRY: dict[str, type["ShapePanel"]] = {}
+"""key -> panel class, filled by `register_panel` (a plug-in registry, like app.cli.COMMANDS)"""
+
+
+def register_panel(cls: type["ShapePanel"]) -> type["ShapePanel"]:
+    """Class decorator: make a ShapePanel subclass available in the panel dock (by its `key`)."""
+    if not cls.key or cls.key in PANEL_REGISTRY and PANEL_REGISTRY[cls.key] is not cls:
+        raise ValueError(f"panel key {cls.key!r} is empty or already registered")
+    PANEL_REGISTRY[cls.key] = cls
+    return cls
+
+
+def discover_panels() -> list[str]:
+    """Import every `app.gui.panel_*` module (each registers its panel). Returns one message per module that
+    failed to import (the others still load)."""
+    import app.gui as pkg
+
+    errors = []
+    for m in sorted(pkgutil.iter_modules(pkg.__path__), key=lambda m: m.name):
+        if m.name.startswith("panel_"):
+            try:
+                importlib.import_module(f"app.gui.{m.name}")
+            except Exception as e:  # a broken panel must not take the app down
+                errors.append(f"panel module app.gui.{m.name} failed to load: {type(e).__name__}: {e}")
+    return errors
+
+
+# ----------------------------------------------------------------------------------------------------------
+# data
+
+
+@dataclass(frozen=True)
+class Param:
+    """One panel parameter: kind "int" | "float" | "bool" | "choice"; minimum / maximum / decimals for
+    numbers, choices for "choice"."""
+
+    name: str
+    label: str
+    kind: str
+    default: Any
+    minimum: float = 0.0
+    maximum: float = 1e9
+    decimals: int = 3
+    choices: tuple[str, ...] = ()
+    tip: str = ""
+
+
+@dataclass
+class Layer:
+    """One thing a result shows: points float [N, 3] (OpenCV camera frame, metres), colors uint8 [N, 3] or
+    None (gray), optional faces int [F, 3] (a mesh; else a cloud), point size in pixels, alpha."""
+
+    name: str
+    points: np.ndarray
+    colors: np.ndarray | None = None
+    faces: np.ndarray | None = None
+    size: float = 3.0
+    alpha: float = 1.0
+    visible: bool = True
+
+
+@dataclass
+class PanelResult:
+    """What `compute` returns: layers for the panel's 3D view, a summary (name -> number or text) for the
+    table and the export, optional extra arrays to export (name -> numpy array, written as .npy)."""
+
+    layers: list[Layer] = field(default_factory=list)
+    summary: dict[str, Any] = field(default_factory=dict)
+    arrays: dict[str, np.ndarray] = field(default_factory=dict)
+
+
+class Cancelled(Exception):
+    """Raised inside `compute` (by ctx.progress / ctx.check) once Cancel was pressed."""
+
+
+class JobContext:
+    """Handed to `compute`: progress reporting and cancellation (thread-safe)."""
+
+    def __init__(self, report: Callable[[float, str], None], cancel: threading.Event) -> None:
+        self._report = report
+        self._cancel = cancel
+
+    @property
+    def cancelled(self) -> bool:
+        """True once Cancel was pressed."""
+        return self._cancel.is_set()
+
+    def check(self) -> None:
+        """Raise Cancelled if Cancel was pressed."""
+        if self._cancel.is_set():
+            raise Cancelled()
+
+    def progress(self, fraction: float, text: str = "") -> None:
+        """Report progress in [0, 1] with a short text, then honour a pending Cancel (raises Cancelled)."""
+        self._report(float(np.clip(fraction, 0.0, 1.0)), str(text))
+        self.check()
+
+
+class PanelJob(QtCore.QObject):
+    """Runs `compute(inputs, params, ctx)` in its own QThread. Signals: progress(float, str),
+    finished(PanelResult), cancelled(), failed(str)."""
+
+    progress = QtCore.Signal(float, str)
+    finished = QtCore.Signal(object)
+    cancelled = QtCore.Signal()
+    failed = QtCore.Signal(str)
+
+    def __init__(self, fn: Callable[..., PanelResult], inputs: dict[str, Capture], params: dict[str, Any]) -> None:
+        super().__init__()
+        self.fn = fn
+        self.inputs = inputs
+        self.params = params
+        self.cancel_event = threading.Event()
+        self.thread = QtCore.QThread()
+        self.moveToThread(self.thread)
+        self.thread.started.connect(self.run)
+        self.done = False
+
+    def start(self) -> None:
+        """Start the job's thread."""
+        self.thread.start()
+
+    def cancel(self) -> None:
+        """Ask the job to stop at its next progress report (returns at once)."""
+        self.cancel_event.set()
+
+    @QtCore.Slot()
+    def run(self) -> None:
+        """Thread body: compute and emit exactly one of finished / cancelled / failed."""
+        ctx = JobContext(lambda f, t: self.progress.emit(f, t), self.cancel_event)
+        try:
+            ctx.check()
+            res = self.fn(self.inputs, self.params, ctx)
+            if not isinstance(res, PanelResult):
+                raise TypeError(f"compute returned {type(res).__name__}, not PanelResult")
+            self.done = True
+            self.finished.emit(res)
+        except Cancelled:
+            self.done = True
+            self.cancelled.emit()
+        except (InputError, NRStudioError) as e:
+            self.done = True
+            self.failed.emit(str(e))
+        except Exception as e:  # a bug in the panel: report it with the traceback, keep the app
+            self.done = True
+            self.failed.emit(f"{type(e).__name__}: {e}\n{traceback.format_exc(limit=5)}")
+        finally:
+            self.thread.quit()
+
+
+# ----------------------------------------------------------------------------------------------------------
+# the panel's own 3D view
+
+
+class CloudView(QtWidgets.QWidget):
+    """A small 3D view of result layers (clouds as points, meshes shaded), z-up like the main view."""
+
+    def __init__(self, parent: QtWidgets.QWidget | None = None) -> None:
+        import pyqtgraph.opengl as gl
+
+        from app.gui.views import BACKGROUND
+
+        super().__init__(parent)
+        self.gl = gl.GLViewWidget()
+        self.gl.setBackgroundColor(BACKGROUND)
+        self.gl.setMinimumHeight(220)
+        self.boxes = QtWidgets.QHBoxLayout()
+        self.boxes.addStretch(1)
+        lay = QtWidgets.QVBoxLayout(self)
+        lay.setContentsMargins(0, 0, 0, 0)
+        lay.addLayout(self.boxes)
+        lay.addWidget(self.gl, 1)
+        self._items: list[Any] = []
+        self._checks: list[QtWidgets.QCheckBox] = []
+
+    def clear(self) -> None:
+        """Remove every layer."""
+        for it in self._items:
+            self.gl.removeItem(it)
+        for b in self._checks:
+            self.boxes.removeWidget(b)
+            b.deleteLater()
+        self._items, self._checks = [], []
+
+    def set_layers(self, layers: list[Layer]) -> None:
+        """Show `layers` (replacing the previous ones) and frame them."""
+        import pyqtgraph.opengl as gl
+        from PySide6 import QtGui
+
+        from app.gui.views import headlight_shader, to_display
+        from fusion.meshing import vertex_normals
+
+        self.clear()
+        allp = []
+        for layer in layers:
+            p = to_display(layer.points)
+            if len(p) == 0:
+                continue
+            allp.append(p)
+            if layer.colors is not None:
+                c = np.concatenate([np.asarray(layer.colors, np.float32) / 255.0,
+                                    np.full((len(p), 1), layer.alpha, np.float32)], 1)
+            else:
+                c = np.array([0.75, 0.75, 0.78, layer.alpha], np.float32)
+            if layer.faces is not None and len(layer.faces):
+                md = gl.MeshData(vertexes=p, faces=np.asarray(layer.faces, np.uint32))
+                md._vertexNormals = to_display(vertex_normals(np.asarray(layer.points, np.float32),
+                                                              np.asarray(layer.faces, np.int64)))
+                if c.ndim == 2:
+                    md.setVertexColors(c)
+                item = gl.GLMeshItem(meshdata=md, smooth=True, shader=headlight_shader(),
+                                     color=tuple(c) if c.ndim == 1 else (1, 1, 1, 1))
+            else:
+                item = gl.GLScatterPlotItem(pos=p, color=c, size=layer.size, pxMode=True)
+                item.setGLOptions("translucent" if layer.alpha < 1 else "opaque")
+            item.setVisible(layer.visible)
+            self.gl.addItem(item)
+            self._items.append(item)
+            box = QtWidgets.QCheckBox(layer.name)
+            box.setChecked(layer.visible)
+            box.toggled.connect(item.setVisible)
+            self.boxes.insertWidget(self.boxes.count() - 1, box)
+            self._checks.append(box)
+        if allp:
+            pts = np.concatenate(allp)
+            lo, hi = np.percentile(pts, 1, axis=0), np.percentile(pts, 99, axis=0)
+            c = (lo + hi) / 2
+            ext = float(np.max(hi - lo)) or 1.0
+            self.gl.setCameraPosition(pos=QtGui.QVector3D(*map(float, c)), distance=1.8 * ext, elevation=18,
+                                      azimuth=-90)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# the panel base class
+
+
+def load_cloud_file(path: str | Path) -> Capture:
+    """A point cloud or mesh file as a Capture (PLY via the capture reader, other formats through
+    models.common.io); InputError for unreadable files."""
+    p = Path(path)
+    if p.suffix.lower() == ".ply":
+        try:
+            return read_capture_ply(p)
+        except InputError:
+            pass  # e.g. a PLY with faces: let trimesh read it
+    from models.common.io import load_mesh
+
+    m = load_mesh(p)
+    return Capture(m.vertices.astype(np.float32), colors=m.colors, name=p.stem, source=str(p))
+
+
+class InputChooser(QtWidgets.QWidget):
+    """Choose one input cloud: a capture from the list or a file."""
+
+    def __init__(self, store: CaptureStore, parent: QtWidgets.QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.store = store
+        self.combo = QtWidgets.QComboBox()
+        self.combo.setSizeAdjustPolicy(QtWidgets.QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon)
+        self.combo.setMinimumContentsLength(14)
+        self.file_btn = QtWidgets.QToolButton(text="File…")
+        self.file_btn.setToolTip("Use a point cloud or mesh file (PLY, OBJ, OFF, XYZ, NPY …)")
+        lay = QtWidgets.QHBoxLayout(self)
+        lay.setContentsMargins(0, 0, 0, 0)
+        lay.addWidget(self.combo, 1)
+        lay.addWidget(self.file_btn)
+        self.files: list[Capture] = []
+        self.file_btn.clicked.connect(self._file_dialog)
+        store.changed.connect(self.refresh)
+        self.refresh()
+
+    def refresh(self) -> None:
+        """Rebuild the choices (captures first, then files), keeping the selection where possible."""
+        cur = self.combo.currentData()
+        self.combo.blockSignals(True)
+        self.combo.clear()
+        for i, cap in enumerate(self.store.items):
+            self.combo.addItem(f"capture {i + 1}: {cap.name} ({cap.num_points:,} pts)", f"capture:{id(cap)}")
+        for cap in self.files:
+            self.combo.addItem(f"file: {Path(cap.source).name} ({cap.num_points:,} pts)", f"file:{id(cap)}")
+        if self.combo.count() == 0:
+            self.combo.addItem("(capture something or choose a file)", None)
+        j = self.combo.findData(cur)
+        self.combo.setCurrentIndex(j if j >= 0 else 0)
+        self.combo.blockSignals(False)
+
+    def add_file(self, path: str | Path) -> Capture:
+        """Load a file and select it (InputError when unreadable)."""
+        cap = load_cloud_file(path)
+        self.files.append(cap)
+        self.refresh()
+        self.combo.setCurrentIndex(self.combo.findData(f"file:{id(cap)}"))
+        return cap
+
+    def select_capture(self, row: int) -> None:
+        """Select the row-th capture of the store."""
+        self.combo.setCurrentIndex(self.combo.findData(f"capture:{id(self.store.items[row])}"))
+
+    def current(self) -> Capture | None:
+        """The chosen cloud, or None."""
+        d = self.combo.currentData()
+        if not d:
+            return None
+        kind, oid = d.split(":")
+        oid = int(oid)
+        pool = self.store.items if kind == "capture" else self.files
+        for cap in pool:
+            if id(cap) == oid:
+                return cap
+        return None
+
+    def _file_dialog(self) -> None:
+        path, _ = QtWidgets.QFileDialog.getOpenFileName(self, "Choose a point cloud or mesh", "",
+                                                        "Clouds and meshes (*.ply *.obj *.off *.stl *.glb *.xyz *.pts *.npy *.npz);;All files (*)")
+        if path:
+            try:
+                self.add_file(path)
+            except InputError as e:
+                notify(self, "Cannot read the file", str(e))
+
+
+class ShapePanel(QtWidgets.QWidget):
+    """Base class of side panels (see the module docstring). Subclasses set the class attributes and
+    implement `compute`; they may override `export`.
+
+    Signals: log(level, text); jobFinished(PanelResult); jobCancelled(); jobFailed(str).
+    """
+
+    key: ClassVar[str] = ""
+    title: ClassVar[str] = "Panel"
+    description: ClassVar[str] = ""
+    inputs: ClassVar[tuple[str, ...]] = ("Input",)
+    params: ClassVar[tuple[Param, ...]] = ()
+    order: ClassVar[int] = 100
+
+    log = QtCore.Signal(str, str)
+    jobFinished = QtCore.Signal(object)
+    jobCancelled = QtCore.Signal()
+    jobFailed = QtCore.Signal(str)
+
+    def compute(self, inputs: dict[str, Capture], params: dict[str, Any], ctx: JobContext) -> PanelResult:
+        """The method itself, run in a worker thread: inputs by label, params by name. Must call
+        ctx.progress now and then (it also raises Cancelled on Cancel). Override."""
+        raise NotImplementedError
+
+    def export(self, result: PanelResult, folder: Path) -> list[Path]:
+        """Write a result into `folder`: each layer as PLY, each array as .npy, the summary as JSON."""
+        from fusion.atomic import write_text_atomic
+
+        folder.mkdir(parents=True, exist_ok=True)
+        out = []
+        for i, layer in enumerate(result.layers):
+            name = "".join(c if c.isalnum() else "_" for c in layer.name) or f"layer{i}"
+            if layer.faces is not None and len(layer.faces):
+                from fusion.export import save_mesh
+                from fusion.meshing import TriMesh
+
+                out.append(save_mesh(folder / f"{self.key}_{name}.ply", TriMesh(
+                    np.asarray(layer.points, np.float32), np.asarray(layer.faces, np.int32), None, layer.colors)))
+            else:
+                out.append(write_capture_ply(folder / f"{self.key}_{name}.ply",
+                                             Capture(layer.points, colors=layer.colors, name=layer.name)))
+        for name, arr in result.arrays.items():
+            p = folder / f"{self.key}_{name}.npy"
+            np.save(p, np.asarray(arr))
+            out.append(p)
+        p = folder / f"{self.key}_summary.json"
+        write_text_atomic(p, json.dumps({"panel": self.key, "summary": result.summary}, indent=2, default=str) + "\n")
+        out.append(p)
+        return out
+
+    # ---------------------------------------------------------------- widgets
+    def __init__(self, store: CaptureStore, parent: QtWidgets.QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.store = store
+        self.job: PanelJob | None = None
+        self.result: PanelResult | None = None
+        self.progress_log: list[tuple[float, str]] = []
+        desc = QtWidgets.QLabel(self.description)
+        desc.setWordWrap(True)
+        desc.setStyleSheet("color: #9aa0a6")
+        self.choosers: dict[str, InputChooser] = {}
+        form = QtWidgets.QFormLayout()
+        for label in self.inputs:
+            ch = InputChooser(store)
+            self.choosers[label] = ch
+            form.addRow(label, ch)
+        self.param_widgets: dict[str, QtWidgets.QWidget] = {}
+        for prm in self.params:
+            w = self._param_widget(prm)
+            w.setToolTip(prm.tip)
+            self.param_widgets[prm.name] = w
+            form.addRow(prm.label, w)
+        self.run_btn = QtWidgets.QPushButton("Run")
+        self.cancel_btn = QtWidgets.QPushButton("Cancel")
+        self.cancel_btn.setEnabled(False)
+        self.export_btn = QtWidgets.QPushButton("Export…")
+        self.export_btn.setEnabled(False)
+        self.bar = QtWidgets.QProgressBar()
+        self.bar.setRange(0, 1000)
+        self.bar.setValue(0)
+        self.bar.setTextVisible(True)
+        self.bar.setFormat("idle")
+        row = QtWidgets.QHBoxLayout()
+        row.addWidget(self.run_btn)
+        row.addWidget(self.cancel_btn)
+        row.addWidget(self.export_btn)
+        self.view = CloudView()
+        self.table = QtWidgets.QTableWidget(0, 2)
+        self.table.setHorizontalHeaderLabels(["result", "value"])
+        self.table.verticalHeader().hide()
+        self.table.horizontalHeader().setSectionResizeMode(QtWidgets.QHeaderView.ResizeMode.Stretch)
+        self.table.setEditTriggers(QtWidgets.QAbstractItemView.EditTrigger.NoEditTriggers)
+        self.table.verticalHeader().setDefaultSectionSize(20)
+        split = QtWidgets.QSplitter(QtCore.Qt.Orientation.Vertical)
+        split.addWidget(self.view)
+        split.addWidget(self.table)
+        split.setStretchFactor(0, 3)
+        split.setStretchFactor(1, 1)
+        lay = QtWidgets.QVBoxLayout(self)
+        lay.addWidget(desc)
+        lay.addLayout(form)
+        lay.addLayout(row)
+        lay.addWidget(self.bar)
+        lay.addWidget(split, 1)
+        self.run_btn.clicked.connect(self.run)
+        self.cancel_btn.clicked.connect(self.cancel)
+        self.export_btn.clicked.connect(self._export_dialog)
+
+    @staticmethod
+    def _param_widget(prm: Param) -> QtWidgets.QWidget:
+        if prm.kind == "int":
+            w = QtWidgets.QSpinBox()
+            w.setRange(int(prm.minimum), int(min(prm.maximum, 2**31 - 1)))
+            w.setValue(int(prm.default))
+        elif prm.kind == "float":
+            w = QtWidgets.QDoubleSpinBox()
+            w.setDecimals(prm.decimals)
+            w.setRange(prm.minimum, prm.maximum)
+            w.setValue(float(prm.default))
+        elif prm.kind == "bool":
+            w = QtWidgets.QCheckBox()
+            w.setChecked(bool(prm.default))
+        elif prm.kind == "choice":
+            w = QtWidgets.QComboBox()
+            w.addItems(list(prm.choices))
+            w.setCurrentText(str(prm.default))
+        else:
+            raise ValueError(f"unknown parameter kind {prm.kind!r}")
+        return w
+
+    def param_values(self) -> dict[str, Any]:
+        """The parameters as shown, by name."""
+        out: dict[str, Any] = {}
+        for prm in self.params:
+            w = self.param_widgets[prm.name]
+            if prm.kind in ("int", "float"):
+                out[prm.name] = w.value()
+            elif prm.kind == "bool":
+                out[prm.name] = w.isChecked()
+            else:
+                out[prm.name] = w.currentText()
+        return out
+
+    def set_param(self, name: str, value: Any) -> None:
+        """Set one parameter widget (tests, presets)."""
+        w = self.param_widgets[name]
+        if isinstance(w, QtWidgets.QCheckBox):
+            w.setChecked(bool(value))
+        elif isinstance(w, QtWidgets.QComboBox):
+            w.setCurrentText(str(value))
+        else:
+            w.setValue(value)
+
+    @property
+    def running(self) -> bool:
+        """True while a job runs."""
+        return self.job is not None and not self.job.done
+
+    def run(self) -> PanelJob | None:
+        """Start `compute` in a worker thread with the chosen inputs; returns the job (None if inputs are
+        missing, with a message)."""
+        if self.running:
+            return None
+        inputs = {}
+        for label, ch in self.choosers.items():
+            cap = ch.current()
+            if cap is None:
+                self.log.emit("warning", f"{self.title}: choose input {label!r} first")
+                notify(self, self.title, f"Choose input “{label}” first (a capture or a file).", "info")
+                return None
+            inputs[label] = cap
+        self.progress_log = []
+        self.job = PanelJob(self.compute, inputs, self.param_values())
+        self.job.progress.connect(self._on_progress)
+        self.job.finished.connect(self._on_finished)
+        self.job.cancelled.connect(self._on_cancelled)
+        self.job.failed.connect(self._on_failed)
+        self.run_btn.setEnabled(False)
+        self.cancel_btn.setEnabled(True)
+        self.bar.setValue(0)
+        self.bar.setFormat("starting …")
+        self.log.emit("info", f"{self.title}: running on {', '.join(c.name for c in inputs.values())}")
+        self.job.start()
+        return self.job
+
+    def cancel(self) -> None:
+        """Cancel the running job (it stops at its next progress report)."""
+        if self.running:
+            self.job.cancel()
+            self.bar.setFormat("cancelling …")
+
+    def shutdown(self, timeout_ms: int = 5000) -> None:
+        """Cancel and wait for the job's thread (window closing)."""
+        if self.job is not None:
+            self.job.cancel()
+            self.job.thread.quit()
+            self.job.thread.wait(timeout_ms)
+
+    def _idle(self, text: str) -> None:
+        self.run_btn.setEnabled(True)
+        self.cancel_btn.setEnabled(False)
+        self.bar.setFormat(text)
+
+    def _on_progress(self, f: float, text: str) -> None:
+        self.progress_log.append((f, text))
+        self.bar.setValue(int(1000 * f))
+        self.bar.setFormat(f"{text} %p%" if text else "%p%")
+
+    def _on_finished(self, res: PanelResult) -> None:
+        self.result = res
+        self.bar.setValue(1000)
+        self._idle("done")
+        self.view.set_layers(res.layers)
+        self.table.setRowCount(len(res.summary))
+        for i, (k, v) in enumerate(res.summary.items()):
+            self.table.setItem(i, 0, QtWidgets.QTableWidgetItem(str(k)))
+            txt = f"{v:.4g}" if isinstance(v, float) else str(v)
+            self.table.setItem(i, 1, QtWidgets.QTableWidgetItem(txt))
+        self.export_btn.setEnabled(True)
+        self.log.emit("info", f"{self.title}: done — " + ", ".join(
+            f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in list(res.summary.items())[:3]))
+        self.jobFinished.emit(res)
+
+    def _on_cancelled(self) -> None:
+        self._idle("cancelled")
+        self.log.emit("info", f"{self.title}: cancelled")
+        self.jobCancelled.emit()
+
+    def _on_failed(self, msg: str) -> None:
+        self._idle("failed")
+        self.log.emit("error", f"{self.title}: {msg}")
+        notify(self, self.title, msg.splitlines()[0] if msg else "failed")
+        self.jobFailed.emit(msg)
+
+    def _export_dialog(self) -> None:
+        if self.result is None:
+            return
+        folder = QtWidgets.QFileDialog.getExistingDirectory(self, f"Export {self.title} result to folder")
+        if folder:
+            try:
+                paths = self.export(self.result, Path(folder))
+                self.log.emit("info", f"{self.title}: exported {len(paths)} files to {folder}")
+            except (InputError, OSError) as e:
+                self.log.emit("error", f"{self.title}: export failed: {e}")
+                notify(self, self.title, str(e))
+
+
+class PanelDock(QtWidgets.QWidget):
+    """Every registered panel, one tab each (sorted by `order`, then title)."""
+
+    log = QtCore.Signal(str, str)
+
+    def __init__(self, store: CaptureStore, parent: QtWidgets.QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.store = store
+        self.tabs = QtWidgets.QTabWidget()
+        self.tabs.setDocumentMode(True)
+        lay = QtWidgets.QVBoxLayout(self)
+        lay.setContentsMargins(0, 0, 0, 0)
+        lay.addWidget(self.tabs)
+        self.panels: dict[str, ShapePanel] = {}
+        self.load_errors = discover_panels()
+        for cls in sorted(PANEL_REGISTRY.values(), key=lambda c: (c.order, c.title)):
+            self.add_panel(cls)
+        if not self.panels:
+            self.tabs.addTab(QtWidgets.QLabel("no panels registered"), "–")
+
+    def add_panel(self, cls: type[ShapePanel]) -> ShapePanel:
+        """Instantiate a panel class and add its tab."""
+        panel = cls(self.store)
+        panel.log.connect(self.log)
+        self.panels[cls.key] = panel
+        self.tabs.addTab(panel, cls.title)
+        return panel
+
+    def shutdown(self) -> None:
+        """Cancel running panel jobs and wait for them."""
+        for p in self.panels.values():
+            p.shutdown()
