@@ -80,7 +80,8 @@ def bench_integration(frames: list[RGBDFrame], gt: Any, voxel: float = 0.01, tru
     rigid VoxelBlockGrid on the same frames at the same voxel size, interleaved (the order alternates) so that
     both see the same machine load. Each frame is integrated `repeats` times by each (the first run
     allocates its blocks); the figures are the median over frames of each frame's best run
-    (`*_all_runs`: the median of every run)."""
+    (`*_all_runs`: the median of every run; `*_cpu_ms`: the median CPU time of the process over a run, all
+    threads, which a loaded machine's scheduling does not inflate)."""
     from fusion.graph import build_graph
     from fusion.pipeline import GroundTruthMotion
     from fusion.tsdf import TSDFVolume, VolumeConfig
@@ -100,26 +101,31 @@ def bench_integration(frames: list[RGBDFrame], gt: Any, voxel: float = 0.01, tru
     # warm-up (numba dispatch, open3d thread pool) on the first frame, not timed
     vol.integrate_warped(frames[1 % len(frames)], graph, motions[1 % len(frames)])
     ours, ref = [], []  # per frame: the best of `repeats` runs (scheduling noise of a shared machine)
-    ours_all, ref_all = [], []
+    ours_all, ref_all, ours_cpu, ref_cpu = [], [], [], []
     for i, f in enumerate(frames[1:], start=1):
         best_ours, best_ref = np.inf, np.inf
         for rep in range(repeats):
             for which in ((0, 1) if (i + rep) % 2 else (1, 0)):
-                t0 = time.perf_counter()
+                t0, c0 = time.perf_counter(), time.process_time()
                 if which == 0:
                     vol.integrate_warped(f, graph, motions[i])
-                    dt = time.perf_counter() - t0
-                    best_ours = min(best_ours, dt)
-                    ours_all.append(dt)
                 else:
                     o3.integrate(f.depth, colors[i], f.intrinsics)
-                    dt = time.perf_counter() - t0
+                dt, dc = time.perf_counter() - t0, time.process_time() - c0
+                if which == 0:
+                    best_ours = min(best_ours, dt)
+                    ours_all.append(dt)
+                    ours_cpu.append(dc)
+                else:
                     best_ref = min(best_ref, dt)
                     ref_all.append(dt)
+                    ref_cpu.append(dc)
         ours.append(best_ours)
         ref.append(best_ref)
     ours_ms = 1e3 * float(np.median(ours))
     ref_ms = 1e3 * float(np.median(ref))
+    cpu_ours = 1e3 * float(np.median(ours_cpu))
+    cpu_ref = 1e3 * float(np.median(ref_cpu))
     k = f0.intrinsics
     return {
         "integrate_ms": ours_ms,
@@ -127,6 +133,10 @@ def bench_integration(frames: list[RGBDFrame], gt: Any, voxel: float = 0.01, tru
         "integrate_ratio": ours_ms / ref_ms if ref_ms > 0 else None,
         "integrate_ms_all_runs": 1e3 * float(np.median(ours_all)),
         "open3d_integrate_ms_all_runs": 1e3 * float(np.median(ref_all)),
+        "integrate_cpu_ms": cpu_ours,
+        "open3d_integrate_cpu_ms": cpu_ref,
+        "integrate_ratio_cpu": cpu_ours / cpu_ref if cpu_ref > 0 else None,
+        "integrate_threads": "ours 1 (small jobs), open3d all",
         "integrate_frames": len(ours),
         "integrate_resolution": f"{k.width}x{k.height}",
         "integrate_voxel_mm": voxel * 1e3,
@@ -152,8 +162,8 @@ def bench_memory(quick: bool) -> dict[str, Any]:
         return out
     rss0 = _rss_bytes()
     vol.allocate_region(np.zeros(3), np.full(3, side))
-    vol.tsdf[: vol.num_blocks] = 0.5  # touch every page
-    vol.anchors[: vol.num_blocks] = 0
+    for a in (vol.tsdf, vol.weight, vol.color, vol.anchors, vol.skin_w):  # touch every page
+        a[: vol.num_blocks] = 1
     out["memory_gb"] = vol.nbytes / 2**30
     rss1 = _rss_bytes()
     if rss0 and rss1:
@@ -178,7 +188,7 @@ def replay_figures(make_estimator: Callable[[Any], MotionEstimator], n_frames: i
                    suffix: str = "") -> dict[str, Any]:
     """Replay the synthetic sample through `FusionPipeline` with the estimator `make_estimator(gt)` at each
     processing size: fps_<width> (frames / wall second over the whole loop, first frame included) and, from
-    the largest size, geometry_error_mm and deformation_error_mm against the ground truth."""
+    the largest size, geometry_error_mm and deformation_error_mm against the ground truth (also per size)."""
     from fusion.pipeline import FusionConfig, FusionPipeline
 
     out: dict[str, Any] = {}
@@ -188,9 +198,12 @@ def replay_figures(make_estimator: Callable[[Any], MotionEstimator], n_frames: i
         rep = pipe.run(frames, gt)
         out[f"fps_{w}{suffix}"] = rep["fps"]
         out[f"stage_ms_{w}{suffix}"] = rep["stage_ms"]
-        out[f"geometry_error_mm{suffix}"] = rep.get("geometry_error_mm")
-        out[f"deformation_error_mm{suffix}"] = rep.get("deformation_error_mm")
+        out[f"geometry_error_mm_{w}{suffix}"] = rep.get("geometry_error_mm")
+        out[f"deformation_error_mm_{w}{suffix}"] = rep.get("deformation_error_mm")
         out[f"skipped_{w}{suffix}"] = rep["frames_skipped"]
+    w = max(s[0] for s in sizes)
+    out[f"geometry_error_mm{suffix}"] = out[f"geometry_error_mm_{w}{suffix}"]
+    out[f"deformation_error_mm{suffix}"] = out[f"deformation_error_mm_{w}{suffix}"]
     return out
 
 
@@ -205,9 +218,9 @@ def run_bench(quick: bool) -> dict[str, Any]:
     out.update(bench_integration(frames, gt, voxel=0.01, repeats=reps))
     frames_320 = [f.resized(320, 240) for f in frames]
     r320 = bench_integration(frames_320, gt, voxel=0.01, repeats=reps)
-    out["integrate_ms_320"] = r320["integrate_ms"]
-    out["open3d_integrate_ms_320"] = r320["open3d_integrate_ms"]
-    out["integrate_ratio_320"] = r320["integrate_ratio"]
+    for key in ("integrate_ms", "open3d_integrate_ms", "integrate_ratio", "integrate_cpu_ms", "open3d_integrate_cpu_ms",
+                "integrate_ratio_cpu", "integrate_ms_all_runs", "open3d_integrate_ms_all_runs"):
+        out[f"{key}_320"] = r320[key]
     del frames, frames_320
     out.update(bench_memory(quick))
     out.update({"fps_320": None, "fps_640": None, "geometry_error_mm": None, "deformation_error_mm": None})

@@ -445,19 +445,43 @@ def mark_new_blocks(cands: np.ndarray, index: np.ndarray) -> np.ndarray:
 # visibility
 
 
+@njit(parallel=True, cache=True)
+def depth_tiles(depth: np.ndarray, tile: int, dmin: float, dmax: float) -> np.ndarray:
+    """Largest valid depth (metres; 0 = none valid) of each `tile` x `tile` pixel tile of a depth image
+    (float32 [H, W]); valid means in [dmin, dmax]. Returns float32 [ceil(H / tile), ceil(W / tile)]."""
+    h, w = depth.shape
+    th = (h + tile - 1) // tile
+    tw = (w + tile - 1) // tile
+    out = np.zeros((th, tw), np.float32)
+    for ty in prange(th):
+        for r in range(ty * tile, min(h, ty * tile + tile)):
+            for c in range(w):
+                d = depth[r, c]
+                if d > 0 and d >= dmin and d <= dmax and d > out[ty, c // tile]:
+                    out[ty, c // tile] = d
+    return out
+
+
 @njit(parallel=True, fastmath=True, cache=True)
 def visible_blocks(
     n_blocks: int, coords: np.ndarray, anchors: np.ndarray, skin_w: np.ndarray, aff: np.ndarray, use_warp: bool,
     fx: float, fy: float, cx: float, cy: float, width: int, height: int, origin: np.ndarray, voxel: float,
-    bs: int, slack: float,
+    bs: int, slack: float, tiles: np.ndarray, tile: int, trunc: float,
 ) -> np.ndarray:
-    """Ids (int32) of the allocated blocks whose warped centre, grown by `slack` x the block's half-diagonal,
-    may project into the image (a conservative frustum test; blocks with unskinned centres are kept).
-    aff / use_warp as in `integrate_blocks`."""
+    """Ids (int32) of the allocated blocks that the depth image may update (aff / use_warp as in
+    `integrate_blocks`).
+
+    The block is taken as the ball of radius `slack` x its half-diagonal around its warped centre (the
+    centre voxel's skinning; blocks whose centre has no anchor are kept). It is dropped when that ball
+    projects outside the image, when no pixel under its projected disc has valid depth, or when it lies
+    entirely more than `trunc` behind the farthest valid depth there (`tiles` from `depth_tiles` with edge
+    `tile`): then none of its voxels would be updated.
+    """
     keep = np.zeros(n_blocks, np.bool_)
     half = bs // 2
     vc = (half * bs + half) * bs + half
     rad = slack * 0.5 * np.sqrt(3.0) * bs * voxel
+    th, tw = tiles.shape
     for b in prange(n_blocks):
         px = origin[0] + (coords[b, 0] * bs + half + 0.5) * voxel
         py = origin[1] + (coords[b, 1] * bs + half + 0.5) * voxel
@@ -489,12 +513,22 @@ def visible_blocks(
             keep[b] = True  # straddles the camera plane
             continue
         zn = z - rad
-        # the block's bounding sphere projects into a disc of radius <= f * rad / (z - rad) around its centre
+        # the ball projects into a disc of radius <= f * rad / (z - rad) around its centre's projection
         ur = fx * rad / zn
         vr = fy * rad / zn
         u = fx * x / z + cx
         v = fy * y / z + cy
-        if u + ur > -0.5 and u - ur < width - 0.5 and v + vr > -0.5 and v - vr < height - 0.5:
+        if not (u + ur > -0.5 and u - ur < width - 0.5 and v + vr > -0.5 and v - vr < height - 0.5):
+            continue
+        t0 = max(0, int((v - vr + 0.5) // tile))
+        t1 = min(th - 1, int((v + vr + 0.5) // tile))
+        s0 = max(0, int((u - ur + 0.5) // tile))
+        s1 = min(tw - 1, int((u + ur + 0.5) // tile))
+        dm = 0.0
+        for ty in range(t0, t1 + 1):
+            for tx in range(s0, s1 + 1):
+                dm = max(dm, tiles[ty, tx])
+        if dm > 0.0 and z - rad <= dm + trunc:
             keep[b] = True
     return np.nonzero(keep)[0].astype(np.int32)
 

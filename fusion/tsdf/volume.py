@@ -11,6 +11,12 @@ when present). Integration is rigid (`integrate`, a camera <- canonical pose) or
 skinning (4 anchors + weights) cached in the pool and refreshed when the graph grows; new blocks are
 allocated around the live surface mapped back to canonical space by an approximate inverse warp.
 
+Three rules keep non-rigid fusion from growing phantom surfaces between parts that are close in space
+(an arm beside the torso): voxels are skinned only to nodes within coverage radius + truncation
+(`skin_reach`), only to the nearest node and its graph neighbours (`default_skinning`), and a near-surface
+observation is dropped when the live surface point in front of the voxel maps back (inverse warp) far from
+the voxel (`VolumeConfig.warp_check`, see `kernels_nb.integrate_blocks`).
+
 Units: metres; the canonical frame is the camera frame of the first fused frame.
 """
 from __future__ import annotations
@@ -21,7 +27,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from fusion.camera import Intrinsics, backproject_depth
+from fusion.camera import backproject_depth
 from fusion.errors import InputError
 from fusion.frame import RGBDFrame
 from fusion.graph import DeformationGraph, GraphMotion
@@ -32,6 +38,8 @@ BYTES_PER_VOXEL = 4 + 4 + 3 + 16 + 16
 #: kernels touching fewer voxels / samples than this run on one thread when config.num_threads == 0: on a
 #: small, shared machine the fork/join of a parallel region costs more than it saves for small jobs
 PARALLEL_MIN_WORK = 1 << 20
+#: pixel tile of the per-frame max-depth map used to skip blocks that no pixel can update
+DEPTH_TILE = 8
 
 
 @dataclass(frozen=True)
@@ -59,7 +67,12 @@ class VolumeConfig:
     max_blocks: int | None = None
     """hard cap on allocated blocks (None: as many as the bounds hold within the budget)"""
     alloc_stride: int = 0
-    """pixel stride of block allocation (0: so that samples are about one voxel apart on the surface)"""
+    """pixel stride of block allocation samples (0: from alloc_spacing)"""
+    alloc_spacing: float = 1.0
+    """automatic stride: samples this many voxels apart on the surface (each marks the blocks within one
+    voxel of it; the same samples, mapped to canonical space, serve the warp-consistency check)"""
+    knn_cell: float = 2.0
+    """grid cell of the inverse warp's nearest-node search, in node coverage radii (3x3x3 cells searched)"""
     warp_check: float = 0.5
     """non-rigid integration rejects a near-surface observation when the live surface point in front of the
     voxel maps back (inverse warp) farther than 1.2 |sdf| + warp_check x trunc from it; 0 disables"""
@@ -249,7 +262,7 @@ class TSDFVolume:
         #: (canonical surface points float32 [P, 3], sampled pixel -> point map int32, stride) of the last warped
         #: allocation: the warp-consistency check of the next warped update (None after a rigid allocation)
         self.check_data: tuple[np.ndarray, np.ndarray, int] | None = None
-        self._alloc_index(total)
+        self._alloc_index()
         self._alloc_pool(min(cap, 256))
 
     # ------------------------------------------------------------------ construction helpers
@@ -282,7 +295,7 @@ class TSDFVolume:
             )
         return vol
 
-    def _alloc_index(self, total: int) -> None:
+    def _alloc_index(self) -> None:
         shape = tuple(int(x) for x in self.dims)
         if self.backend == "numba":
             self.index = np.full(shape, -1, np.int32)
@@ -290,7 +303,6 @@ class TSDFVolume:
             import torch
 
             self.index = torch.full(shape, -1, dtype=torch.int32, device=self.device)
-        del total
 
     def _alloc_pool(self, cap: int) -> None:
         nv = self.nv
@@ -360,7 +372,7 @@ class TSDFVolume:
     # ------------------------------------------------------------------ allocation
 
     def _stride(self, frame: RGBDFrame) -> int:
-        """Pixel stride of allocation samples: about one voxel apart at the nearer depths of the frame."""
+        """Pixel stride of allocation samples: alloc_spacing voxels apart at the nearer depths of the frame."""
         if self.config.alloc_stride > 0:
             return int(self.config.alloc_stride)
         d = frame.depth[::16, ::16].ravel()
@@ -369,7 +381,7 @@ class TSDFVolume:
             return 1
         k = frame.intrinsics
         z = float(np.partition(d, d.size // 4)[d.size // 4])
-        return max(1, int(self.voxel_size * min(k.fx, k.fy) / z))
+        return max(1, int(self.config.alloc_spacing * self.voxel_size * min(k.fx, k.fy) / z))
 
     def _band(self, frame: RGBDFrame, use_mask: bool) -> np.ndarray:
         k = frame.intrinsics
@@ -458,7 +470,7 @@ class TSDFVolume:
             return self.allocate(frame, None, use_mask)
         wn, inv = _inverse_affine_from_motion(graph, motion)
         sigma = float(graph.radius)
-        cell = 2.0 * float(graph.radius)
+        cell = float(graph.radius) * self.config.knn_cell
         if self.backend == "numba":
             pts = self._band(frame, use_mask)
             with nb.numba_threads(self._threads(len(pts) * 8)):
@@ -557,17 +569,14 @@ class TSDFVolume:
         bsel, vsel = np.nonzero(flag)
         if len(bsel) == 0:
             return 0
-        pts = self.voxel_centers(np.unique(bsel))
-        # gather the flagged voxels' centres
         ub, inv = np.unique(bsel, return_inverse=True)
-        pts = pts[inv, vsel]
+        pts = self.voxel_centers(ub)[inv, vsel]  # the flagged voxels' centres
         a, w = self.skinning_fn(pts, graph, self.skin_reach(graph))
         if self.backend == "numba":
             self.anchors[bsel, vsel] = a
             self.skin_w[bsel, vsel] = w
         else:
             self._t.write_skin_voxels_t(self, bsel, vsel, a, w)
-        del ub
         return int(len(bsel))
 
     # ------------------------------------------------------------------ integration
@@ -615,10 +624,12 @@ class TSDFVolume:
             chk_pts, chk_pix, chk_stride, chk_dist = np.zeros((1, 3), np.float32), np.full((1, 1), -1, np.int32), 1, 0.0
         if self.backend == "torch":
             return self._t.update_t(self, frame, depth, aff, use_warp, chk_pts, chk_pix, chk_stride, chk_dist)
+        depth = np.ascontiguousarray(depth, np.float32)
         with nb.numba_threads(self._threads(self._n * self.nv)):
+            tiles = nb.depth_tiles(depth, DEPTH_TILE, cfg.depth_min, cfg.depth_max)
             active = nb.visible_blocks(
                 self._n, self.coords, self.anchors, self.skin_w, aff, use_warp, k.fx, k.fy, k.cx, k.cy,
-                k.width, k.height, self.origin, self.voxel_size, self.bs, 1.5,
+                k.width, k.height, self.origin, self.voxel_size, self.bs, 1.5, tiles, DEPTH_TILE, self.trunc,
             )
             return nb.integrate_blocks(
                 active, self.coords, self.tsdf, self.weight, self.color, self.anchors, self.skin_w, aff, use_warp,
@@ -641,7 +652,7 @@ class TSDFVolume:
         float64 [3] (metres), voxel_size and block_size."""
         n, bs = self._n, self.bs
 
-        def cpu(a):
+        def cpu(a):  # the first n rows as numpy
             return a[:n] if self.backend == "numba" else a[:n].cpu().numpy()
 
         return {
