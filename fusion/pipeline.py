@@ -407,10 +407,10 @@ class FusionPipeline:
             progress: Callable[[int], None] | None = None) -> dict[str, Any]:
         """Process `frames` (up to config.max_frames) and return the report (`report`). groundtruth: anything
         `as_groundtruth` accepts; adds the geometry / deformation errors to the report."""
+        import itertools
+
         groundtruth = None if groundtruth is None else as_groundtruth(groundtruth)
-        for i, frame in enumerate(frames):
-            if self.config.max_frames is not None and i >= self.config.max_frames:
-                break
+        for i, frame in enumerate(itertools.islice(frames, self.config.max_frames)):
             res = self.process(frame)
             if groundtruth is not None and res.ok:
                 self._gt_observe(frame, groundtruth)
