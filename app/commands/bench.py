@@ -15,7 +15,7 @@ from pathlib import Path
 SECTIONS: dict[str, tuple[str, str]] = {
     # section: (module, issue that brings it)
     "playback": ("fusion.bench", "#2 foundation"),
-    "fusion": ("fusion.bench_fusion", "#3 fusion core"),
+    "fusion": ("app.bench_fusion", "#3 fusion core"),
     "tracker": ("tracker.bench", "#4 neural tracker"),
     "qaad": ("models.qaad.bench", "#6 NeuralQAAD"),
     "lpdc": ("models.lpdc.bench", "#7 LPDC"),
