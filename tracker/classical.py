@@ -25,6 +25,7 @@ import torch
 from fusion.camera import Intrinsics
 from fusion.graph import GraphMotion
 from fusion.motion import TrackingInput, TrackingResult
+from fusion.warp import warp_normals, warp_points
 from tracker.association import live_geometry, projective_association
 from tracker.energy import (ArapEdges, ResidualBlock, arap_term_edges, depth_term, intensity_image_t, photometric_term, point_to_plane_term, reprojection_term,
                             warp_parts)
@@ -37,8 +38,11 @@ class ClassicalTrackerConfig:
     """Settings of the classical tracker (defaults tuned for 320x240 .. 640x480 at a 5 cm graph).
 
     lambda_icp / lambda_arap: weights of the point-to-plane and ARAP terms.
-    lambda_color / color_huber / color_blur: weight of the photometric term (0 disables it; used only when
-      the model has colours), its Huber threshold (intensity in [0, 1]) and the live image blur (pixels).
+    lambda_color / color_huber / color_blur: weight of the photometric term (0 disables it), its Huber
+      threshold (intensity in [0, 1]) and the live image blur (pixels).
+    color_reference: "previous" (each sample's intensity in the previous tracked frame: robust to shading
+      that changes as the surface turns, but drifts), "model" (TrackingInput.model_colors: anchored, also
+      the fallback for the first frame after reset()) or "both" (lambda_color split between the two).
     lambda_2d / lambda_depth: the
       NNRT correspondence terms (used only by `estimate_with_correspondences`; NNRT: 0.001, 1, ARAP 1).
     arap_edge_weighting: scale ARAP rows by K * normalised graph edge weights (NNRT) instead of 1.
@@ -54,6 +58,8 @@ class ClassicalTrackerConfig:
     use_mask: restrict live points to frame.mask when the frame has one.
     damping: initial Levenberg damping relative to the mean diagonal of J^T J (adapted per step);
     linear_solver, pcg_iterations, pcg_tol: solver settings (tracker/solver.py).
+    min_relative_decrease: stop the non-rigid iterations when a step lowers the energy by less than this
+      fraction; max_retries: LM retries (with more damping) of a step that raised the energy.
     seed: seed of the model sub-sampling.
     """
 
@@ -62,6 +68,7 @@ class ClassicalTrackerConfig:
     lambda_color: float = 0.02
     color_huber: float = 0.1
     color_blur: float = 1.0
+    color_reference: str = "both"
     lambda_2d: float = 0.001
     lambda_depth: float = 1.0
     arap_edge_weighting: bool = True
@@ -81,6 +88,8 @@ class ClassicalTrackerConfig:
     linear_solver: str = "pcg"
     pcg_iterations: int = 60
     pcg_tol: float = 1e-4
+    min_relative_decrease: float = 0.01
+    max_retries: int = 2
     seed: int = 0
 
 
@@ -119,10 +128,12 @@ class ClassicalTracker:
         if self.config.linear_solver not in ("pcg", "direct", "dense"):
             raise ValueError(f"unknown linear_solver {self.config.linear_solver!r}")
         self._frames = 0
+        self._prev: tuple | None = None  # (intensity [H,W], depth [H,W], intrinsics) of the last tracked frame
 
     def reset(self) -> None:
-        """The classical tracker keeps no state across frames besides a frame counter."""
+        """Forget the previous frame (the photometric reference) and the frame counter."""
         self._frames = 0
+        self._prev = None
 
     # ------------------------------------------------------------------------------------------
     def estimate(self, inp: TrackingInput) -> TrackingResult:
@@ -152,6 +163,49 @@ class ClassicalTracker:
         if len(sel) > cfg.max_points:
             sel = np.sort(np.random.default_rng(cfg.seed).choice(sel, cfg.max_points, replace=False))
         return sel
+
+    def _photometric_reference(self, inp: TrackingInput, sel: np.ndarray, p: torch.Tensor, an: torch.Tensor,
+                               aw: torch.Tensor, nodes: torch.Tensor, stats: dict) -> tuple | None:
+        """(live intensity [H,W], [(reference intensity [S], validity [S] float, lambda), ...]) or None.
+
+        "previous" reference: the intensity of the previous tracked frame at each sample's position there
+        (the sample warped by inp.prev_motion, which is that frame's motion), valid where the previous depth
+        agrees within 2 cm (visible there): shading changes little between consecutive frames, but errors
+        can accumulate. "model" reference: TrackingInput.model_colors: anchored, but biased where shading
+        changes as the surface turns. "both" (default) splits lambda_color between the two; without a
+        previous frame (first frame after reset()) the model colours serve alone.
+        """
+        cfg = self.config
+        if cfg.lambda_color <= 0:
+            return None
+        t1 = time.perf_counter()
+        live_i = intensity_image_t(torch.from_numpy(inp.frame.color), cfg.color_blur)
+        refs = []
+        want_prev = cfg.color_reference in ("previous", "both")
+        want_model = cfg.color_reference in ("model", "both")
+        prev = self._prev
+        has_prev = want_prev and prev is not None and prev[0].shape == live_i.shape
+        has_model = inp.model_colors is not None and np.asarray(inp.model_colors).shape == (len(inp.model_points), 3)
+        if has_prev:
+            img, depth, kp = prev
+            wp = warp_parts(p, an, aw, nodes, torch.from_numpy(np.asarray(inp.prev_motion.rotations, np.float64)),
+                            torch.from_numpy(np.asarray(inp.prev_motion.translations, np.float64))).warped
+            val, _, inside = sample_bilinear_t_uv(img, wp, kp)
+            z = wp[:, 2].clamp_min(1e-6)
+            u = torch.round(kp.fx * wp[:, 0] / z + kp.cx).long().clamp(0, kp.width - 1)
+            v = torch.round(kp.fy * wp[:, 1] / z + kp.cy).long().clamp(0, kp.height - 1)
+            dz = torch.from_numpy(depth)[v, u].to(wp.dtype)
+            valid = inside & (dz > 0) & ((dz - wp[:, 2]).abs() < 0.02)
+            refs.append((torch.where(valid, val, torch.zeros_like(val)), valid.to(val.dtype), "previous"))
+        if has_model and (want_model or not has_prev):
+            model_i = intensity_image_t(torch.from_numpy(np.asarray(inp.model_colors)[sel][None]), 0.0)[0]
+            refs.append((model_i, torch.ones(len(sel), dtype=model_i.dtype), "model"))
+        stats["color_ms"] = 1e3 * (time.perf_counter() - t1)
+        if not refs:
+            return None
+        stats["color_reference"] = "+".join(r[2] for r in refs)
+        lam = cfg.lambda_color / len(refs)
+        return live_i, [(r[0], r[1], lam) for r in refs]
 
     def _fail(self, inp: TrackingInput, msg: str, stats: dict) -> TrackingResult:
         return TrackingResult(inp.prev_motion, ok=False, message=msg, stats=stats)
@@ -206,20 +260,14 @@ class ClassicalTracker:
 
         aedges = ArapEdges.build(nodes, edges, ew)
 
-        photo = None
-        if cfg.lambda_color > 0 and inp.model_colors is not None and np.asarray(inp.model_colors).shape == (len(inp.model_points), 3):
-            t1 = time.perf_counter()
-            live_i = intensity_image_t(torch.from_numpy(frame.color), cfg.color_blur)
-            model_i = intensity_image_t(torch.from_numpy(np.asarray(inp.model_colors)[sel][None]), 0.0)[0]
-            photo = (live_i, model_i)
-            stats["color_ms"] = 1e3 * (time.perf_counter() - t1)
+        photo = self._photometric_reference(inp, sel, p, an, aw, nodes, stats)
 
         # rigid pre-alignment
         t0 = time.perf_counter()
         if cfg.rigid_iterations > 0:
             parts = warp_parts(p, an, aw, nodes, rot, tr, normals=pn)
-            rphoto = None if photo is None else (photo[0], photo[1], cfg.lambda_color / max(cfg.lambda_icp, 1e-12),
-                                                 cfg.color_huber)
+            rphoto = None if photo is None else (
+                photo[0], [(ref, val, lam / max(cfg.lambda_icp, 1e-12)) for ref, val, lam in photo[1]], cfg.color_huber)
             rg, tg, rinfo = rigid_icp(parts.warped, parts.normals, live, cfg.rigid_iterations, cfg.rigid_max_distance,
                                       cfg.max_angle_deg, cfg.huber_delta, need, cfg.damping, rphoto)
             stats["rigid"] = {k2: v for k2, v in rinfo.items() if k2 != "ok"}
@@ -232,7 +280,7 @@ class ClassicalTracker:
         # non-rigid Gauss-Newton with re-association
         t0 = time.perf_counter()
         solver = SolverConfig(iterations=1, linear_solver=cfg.linear_solver, damping=cfg.damping,
-                              relative_damping=True, adaptive=True, mu_up=10.0, max_retries=4,
+                              relative_damping=True, adaptive=True, mu_up=10.0, max_retries=cfg.max_retries,
                               pcg_iterations=cfg.pcg_iterations, pcg_tol=cfg.pcg_tol)
         mu = cfg.damping
         lpt = torch.from_numpy(live.flat_points)
@@ -241,10 +289,16 @@ class ClassicalTracker:
         history = []
         n_corr = 0
         rms = float("nan")
+        p32, n32 = inp.model_points[sel].astype(np.float32), inp.model_normals[sel].astype(np.float32)
+        a32, w32 = inp.model_anchors[sel].astype(np.int32), inp.model_weights[sel].astype(np.float32)
+        nodes32 = np.ascontiguousarray(graph.nodes, np.float32)
         for it in range(cfg.iterations):
-            parts = warp_parts(p, an, aw, nodes, rot, tr, normals=pn)
-            match = projective_association(parts.warped.numpy(), parts.normals.numpy(), live.points, live.normals,
-                                           live.valid, k, cfg.max_distance, cfg.max_angle_deg)
+            # association with the fast numba warp; Jacobian pieces only for the matched points
+            r32 = rot.numpy().astype(np.float32)
+            wpts = warp_points(p32, a32, w32, nodes32, r32, tr.numpy().astype(np.float32))
+            wnrm = warp_normals(n32, a32, w32, r32)
+            match = projective_association(wpts, wnrm, live.points, live.normals, live.valid, k, cfg.max_distance,
+                                           cfg.max_angle_deg)
             ok = np.flatnonzero(match >= 0)
             n_corr = int(len(ok))
             if n_corr < need:
@@ -256,39 +310,40 @@ class ClassicalTracker:
             mt = torch.from_numpy(match[ok])
             q = lpt[mt].to(d)
             qn = lnt[mt].to(d)
-            sub = parts.subset(sel_t)
+            ps, ans, aws = p[sel_t], an[sel_t], aw[sel_t]
+            sub = warp_parts(ps, ans, aws, nodes, rot, tr)
             res0 = ((sub.warped - q) * qn).sum(1)
             rms = float(torch.sqrt((res0 * res0).mean()))
             conf = huber_confidence(res0, cfg.huber_delta)
-            ps, ans, aws = p[sel_t], an[sel_t], aw[sel_t]
-
-            pconf = None
+            pterms = []  # (reference intensity of the matched samples, confidences, lambda)
             if photo is not None:
-                mi = photo[1][sel_t]
                 val, _, inside = sample_bilinear_t_uv(photo[0], sub.warped, k)
-                pconf = huber_confidence(torch.where(inside, val - mi, torch.zeros_like(val)), cfg.color_huber)
+                for ref, valid, lam in photo[1]:
+                    mi = ref[sel_t]
+                    pc = huber_confidence(torch.where(inside, val - mi, torch.zeros_like(val)), cfg.color_huber)
+                    pterms.append((mi, pc * valid[sel_t], lam))
 
-            def residuals(r, t, jac, ps=ps, ans=ans, aws=aws, q=q, qn=qn, conf=conf, pconf=pconf) -> list[ResidualBlock]:
+            def residuals(r, t, jac, ps=ps, ans=ans, aws=aws, q=q, qn=qn, conf=conf, pterms=pterms) -> list[ResidualBlock]:
                 pp = warp_parts(ps, ans, aws, nodes, r, t)
                 out = [point_to_plane_term(pp, q, qn, conf, cfg.lambda_icp, jac),
                        arap_term_edges(aedges, r, t, cfg.lambda_arap, jac)]
-                if pconf is not None:
-                    out.append(photometric_term(pp, photo[0], photo[1][sel_t], k, pconf, cfg.lambda_color, jac))
+                out += [photometric_term(pp, photo[0], mi, k, pc, lam, jac) for mi, pc, lam in pterms]
                 return out + [f(r, t, jac) for f in extra]
 
             blocks = [point_to_plane_term(sub, q, qn, conf, cfg.lambda_icp, True),
                       arap_term_edges(aedges, rot, tr, cfg.lambda_arap, True)]
-            if pconf is not None:
-                blocks.append(photometric_term(sub, photo[0], photo[1][sel_t], k, pconf, cfg.lambda_color, True))
+            blocks += [photometric_term(sub, photo[0], mi, k, pc, lam, True) for mi, pc, lam in pterms]
             blocks += [f(rot, tr, True) for f in extra]
             rot, tr, _, mu, info = lm_step(residuals, rot, tr, blocks, mu, solver, jacobian_after=False)
             history.append({"energy_before": info["energy_before"], "energy_after": info.get("energy_after"),
                             "accepted": info["accepted"], "correspondences": n_corr, "rms_mm": 1e3 * rms,
-                            "pcg_iterations": info.get("iterations")})
+                            "pcg_iterations": info.get("iterations"), "retries": info.get("retries", 0)})
             if not info["ok"]:
                 stats["history"] = history
                 return self._fail(inp, f"singular system: {info.get('error', 'linear solve failed')}", stats)
-            if info["accepted"] and info.get("step", 1.0) < 1e-6:
+            if not info["accepted"] or info.get("step", 1.0) < 1e-6:
+                break  # no damped step lowers the energy any more: converged for this association
+            if info["energy_before"] - info["energy_after"] < cfg.min_relative_decrease * info["energy_before"]:
                 break
         stats["nonrigid_ms"] = 1e3 * (time.perf_counter() - t0)
         stats.update(correspondences=n_corr, iterations=len(history), history=history, rms_mm=1e3 * rms,
@@ -296,6 +351,9 @@ class ClassicalTracker:
         if not (torch.isfinite(rot).all() and torch.isfinite(tr).all()):
             return self._fail(inp, "non-finite motion after the solve", stats)
         self._frames += 1
+        if photo is not None or (cfg.lambda_color > 0 and cfg.color_reference in ("previous", "both")):
+            live_i = photo[0] if photo is not None else intensity_image_t(torch.from_numpy(frame.color), cfg.color_blur)
+            self._prev = (live_i, np.asarray(frame.depth), k)
         motion = GraphMotion(rot.numpy().astype(np.float32), tr.numpy().astype(np.float32),
                              meta={"tracker": self.name, "frame": int(frame.index)})
         return TrackingResult(motion, ok=True, message="", stats=stats)

@@ -101,27 +101,32 @@ def _find(indptr, indices, i, j):  # pragma: no cover - numba
 
 @nb.njit(cache=True)
 def _accumulate(r, idx, jac, indptr, indices, blocks, g):  # pragma: no cover - numba
-    """H[i,j] += J_a^T J_b, g[i] += J_a^T r for every row (upper triangle i <= j, mirrored later)."""
+    """H[i,j] += sum_p J_pa^T J_pb, g[i] += sum_p J_pa^T r_p over groups of P rows sharing their node ids
+    (r [R,P], idx [R,A], jac [R,P,A,6]); upper triangle i <= j only, mirrored later."""
     na = idx.shape[1]
+    npr = r.shape[1]
     for row in range(idx.shape[0]):
-        rv = r[row]
         for a in range(na):
             i = idx[row, a]
             if i < 0:
                 continue
             for p in range(6):
-                g[i, p] += jac[row, a, p] * rv
+                acc = 0.0
+                for k in range(npr):
+                    acc += jac[row, k, a, p] * r[row, k]
+                g[i, p] += acc
             for b in range(na):
                 j = idx[row, b]
                 if j < i:
                     continue
                 s = _find(indptr, indices, i, j)
-                for p in range(6):
-                    jp = jac[row, a, p]
-                    if jp == 0.0:
-                        continue
-                    for q in range(6):
-                        blocks[s, p, q] += jp * jac[row, b, q]
+                for k in range(npr):
+                    for p in range(6):
+                        jp = jac[row, k, a, p]
+                        if jp == 0.0:
+                            continue
+                        for q in range(6):
+                            blocks[s, p, q] += jp * jac[row, k, b, q]
 
 
 @nb.njit(cache=True)
@@ -187,14 +192,26 @@ def build_system(blocks: list[ResidualBlock], n_nodes: int) -> BlockSystem:
 
     blocks: ResidualBlock list with Jacobians (torch, any float dtype/device: moved to CPU float64).
     """
-    arrays = []
+    # blocks over the same rows of node ids (e.g. ICP and photometric rows of the same points) are
+    # accumulated together: one node-pair lookup serves all of their rows
+    groups: list[list[ResidualBlock]] = []
     for b in blocks:
         if b.jac is None:
             raise ValueError(f"residual block {b.name!r} has no Jacobian")
         if b.num_rows == 0:
             continue
-        arrays.append((np.ascontiguousarray(_np(b.r), np.float64), np.ascontiguousarray(_np(b.idx), np.int64),
-                       np.ascontiguousarray(_np(b.jac), np.float64)))
+        for grp in groups:
+            if grp[0].idx.shape == b.idx.shape and (grp[0].idx is b.idx or torch.equal(grp[0].idx, b.idx)):
+                grp.append(b)
+                break
+        else:
+            groups.append([b])
+    arrays = []
+    for grp in groups:
+        r = np.stack([_np(b.r) for b in grp], 1).astype(np.float64)
+        jac = np.stack([_np(b.jac) for b in grp], 1).astype(np.float64)
+        arrays.append((np.ascontiguousarray(r), np.ascontiguousarray(_np(grp[0].idx), np.int64),
+                       np.ascontiguousarray(jac)))
     n = int(n_nodes)
     # sparsity pattern: every pair of nodes sharing a row, plus the diagonal
     if n <= 6000:
@@ -220,7 +237,7 @@ def build_system(blocks: list[ResidualBlock], n_nodes: int) -> BlockSystem:
     energy = 0.0
     for r, idx, jac in arrays:
         _accumulate(r, idx, jac, indptr, indices, hb, g)
-        energy += float(r @ r)
+        energy += float((r * r).sum())
     _mirror(indptr, indices, hb)
     return BlockSystem(indptr, indices, hb, g, energy, {"nnz_blocks": int(len(indices))})
 
@@ -336,6 +353,53 @@ def _pcg_kernel(indptr, indices, blocks, mu, b, minv, max_iter, tol):  # pragma:
     return x, it, rel
 
 
+@nb.njit(cache=True)
+def _block_inverse_spd(d, rel_eps, out):  # pragma: no cover - numba
+    """Invert symmetric positive definite 6x6 blocks d [N,6,6] by Cholesky into out; returns the number of
+    blocks whose Cholesky pivot falls below rel_eps times their largest diagonal entry (not inverted)."""
+    bad = 0
+    ll = np.zeros((6, 6))
+    for b in range(d.shape[0]):
+        scale = 0.0
+        for p in range(6):
+            scale = max(scale, d[b, p, p])
+        ok = scale > 0.0
+        for j in range(6):
+            if not ok:
+                break
+            acc = d[b, j, j]
+            for q in range(j):
+                acc -= ll[j, q] * ll[j, q]
+            if acc <= rel_eps * scale:
+                ok = False
+                break
+            ll[j, j] = np.sqrt(acc)
+            for i in range(j + 1, 6):
+                acc = d[b, i, j]
+                for q in range(j):
+                    acc -= ll[i, q] * ll[j, q]
+                ll[i, j] = acc / ll[j, j]
+        if not ok:
+            bad += 1
+            for i in range(6):
+                for j in range(6):
+                    out[b, i, j] = 0.0
+            continue
+        for c in range(6):  # solve L L^T x = e_c
+            y = np.zeros(6)
+            for i in range(6):
+                acc = 1.0 if i == c else 0.0
+                for q in range(i):
+                    acc -= ll[i, q] * y[q]
+                y[i] = acc / ll[i, i]
+            for i in range(5, -1, -1):
+                acc = y[i]
+                for q in range(i + 1, 6):
+                    acc -= ll[q, i] * out[b, q, c]
+                out[b, i, c] = acc / ll[i, i]
+    return bad
+
+
 def _diag_blocks(sys: BlockSystem) -> np.ndarray:
     n = sys.num_nodes
     rows = np.repeat(np.arange(n), np.diff(sys.indptr))
@@ -355,17 +419,18 @@ def pcg_block_jacobi(sys: BlockSystem, rhs: np.ndarray, mu: float, max_iter: int
     d = _diag_blocks(sys) + mu * np.eye(6)
     # a diagonal block that is not positive definite means some parameter of that node appears in no row
     # (J^T J has a null vector there): the system is singular, whatever the coupling
-    scale = max(float(np.abs(d).max()), 1e-300)
-    ev_min = np.linalg.eigvalsh(d).min(axis=1)
-    if not (ev_min > 1e-12 * scale).all():
-        bad = int((~(ev_min > 1e-12 * scale)).sum())
+    minv = np.empty_like(d)
+    bad = _block_inverse_spd(d, 1e-12, minv)
+    if bad:
         return np.zeros_like(rhs), {"iterations": 0, "rel_residual": float("nan"), "ok": False,
                                     "error": f"singular normal equations ({bad} node(s) unconstrained)"}
-    minv = np.linalg.inv(d)
     x, it, rel = _pcg_kernel(sys.indptr, sys.indices, sys.blocks, float(mu), np.ascontiguousarray(rhs, np.float64),
                              np.ascontiguousarray(minv), int(max_iter), float(tol))
     ok = it >= 0 and np.isfinite(x).all() and rel < max(tol * 100, 1e-3)
-    return x, {"iterations": abs(int(it)), "rel_residual": float(rel), "ok": bool(ok)}
+    info = {"iterations": abs(int(it)), "rel_residual": float(rel), "ok": bool(ok)}
+    if it < 0:
+        info["error"] = "PCG breakdown: the matrix is not positive definite"
+    return x, info
 
 
 def solve_system(sys: BlockSystem, mu: float, method: str = "pcg", max_iter: int = 200,
@@ -397,29 +462,43 @@ def apply_increment_t(rotations: torch.Tensor, translations: torch.Tensor,
 ResidualFn = Callable[[torch.Tensor, torch.Tensor, bool], list[ResidualBlock]]
 
 
-def _step(blocks: list[ResidualBlock], n: int, mu: float, cfg: SolverConfig,
-          ref: torch.Tensor) -> tuple[torch.Tensor | None, dict]:
-    if cfg.linear_solver == "dense":
-        h, g = assemble_dense_t(blocks, n)
-        if cfg.relative_damping:
-            mu = mu * max(float(h.detach().diagonal().mean()), 1e-12)
-        a = h + mu * torch.eye(6 * n, dtype=h.dtype, device=h.device)
-        chol, info = torch.linalg.cholesky_ex(a)
-        if int(info) != 0:
-            return None, {"ok": False, "error": "normal equations are not positive definite"}
-        x = torch.cholesky_solve(-g[:, None], chol)[:, 0]
-        if not bool(torch.isfinite(x).all()):
-            return None, {"ok": False, "error": "non-finite solution"}
-        return x.reshape(n, 6), {"ok": True}
-    sys = build_system(blocks, n)
-    if cfg.relative_damping:
-        mu = mu * max(float(np.einsum("bii->", sys.blocks[sys.indices == np.repeat(np.arange(n), np.diff(sys.indptr))]))
-                      / (6 * n), 1e-12)
-    x, info = solve_system(sys, mu, cfg.linear_solver, cfg.pcg_iterations, cfg.pcg_tol)
-    info["nnz_blocks"] = sys.stats["nnz_blocks"]
-    if not info.get("ok", False):
-        return None, info
-    return torch.from_numpy(x).to(dtype=ref.dtype, device=ref.device), info
+class _NormalEquations:
+    """J^T J and J^T r of one linearisation, assembled once and solved for any damping mu."""
+
+    def __init__(self, blocks: list[ResidualBlock], n: int, cfg: SolverConfig, ref: torch.Tensor) -> None:
+        self.n, self.cfg, self.ref = n, cfg, ref
+        self.stats: dict = {}
+        if cfg.linear_solver == "dense":
+            self.h, self.g = assemble_dense_t(blocks, n)
+            self.scale = max(float(self.h.detach().diagonal().mean()), 1e-12) if cfg.relative_damping else 1.0
+        else:
+            self.sys = build_system(blocks, n)
+            self.stats["nnz_blocks"] = self.sys.stats["nnz_blocks"]
+            self.scale = 1.0
+            if cfg.relative_damping:
+                diag = self.sys.indices == np.repeat(np.arange(n), np.diff(self.sys.indptr))
+                self.scale = max(float(np.einsum("bii->", self.sys.blocks[diag])) / (6 * n), 1e-12)
+
+    def solve(self, mu: float) -> tuple[torch.Tensor | None, dict]:
+        """delta [N,6] of (J^T J + mu * scale * I) delta = -J^T r, or None with info["error"]."""
+        n, cfg, mu = self.n, self.cfg, mu * self.scale
+        if cfg.linear_solver == "dense":
+            a = self.h + mu * torch.eye(6 * n, dtype=self.h.dtype, device=self.h.device)
+            chol, info = torch.linalg.cholesky_ex(a)
+            if int(info) != 0:
+                return None, {"ok": False, "error": "normal equations are not positive definite"}
+            x = torch.cholesky_solve(-self.g[:, None], chol)[:, 0]
+            if not bool(torch.isfinite(x).all()):
+                return None, {"ok": False, "error": "non-finite solution"}
+            return x.reshape(n, 6), {"ok": True}
+        x, info = solve_system(self.sys, mu, cfg.linear_solver, cfg.pcg_iterations, cfg.pcg_tol)
+        info.update(self.stats)
+        if cfg.linear_solver == "pcg" and "error" not in info and np.isfinite(x).all():
+            # inexact Newton: a truncated CG solution is still a descent direction of the damped model
+            info["ok"] = True
+        if not info.get("ok", False):
+            return None, info
+        return torch.from_numpy(x).to(dtype=self.ref.dtype, device=self.ref.device), info
 
 
 def lm_step(residual_fn: ResidualFn, rotations: torch.Tensor, translations: torch.Tensor,
@@ -436,8 +515,9 @@ def lm_step(residual_fn: ResidualFn, rotations: torch.Tensor, translations: torc
     n = int(rotations.shape[0])
     e0 = float(total_energy(blocks).detach())
     info: dict = {"energy_before": e0, "accepted": False, "ok": True, "retries": 0}
+    normal = _NormalEquations(blocks, n, cfg, translations)
     for attempt in range(cfg.max_retries + 1 if cfg.adaptive else 1):
-        delta, sinfo = _step(blocks, n, mu, cfg, translations)
+        delta, sinfo = normal.solve(mu)
         info.update({k: v for k, v in sinfo.items() if k != "ok"})
         if delta is None:
             if cfg.adaptive and mu < cfg.mu_max:  # a damped retry may still be solvable

@@ -170,10 +170,21 @@ def test_two_frames_of_a_synthetic_scene():
     errs = {}
     for name, colors in (("depth", None), ("depth+color", col)):
         inp = TrackingInput(f1, g, GraphMotion.identity(g.num_nodes), pts, nrm, a, w, colors)
-        res = ClassicalTracker().estimate(inp)
+        tracker = ClassicalTracker()
+        res = tracker.estimate(inp)
         assert res.ok, res.message
         warped = warp_points_np(pts, a, w, g.nodes, res.motion.rotations, res.motion.translations)
         errs[name] = np.linalg.norm(warped - truth, axis=1).mean()
     err0 = np.linalg.norm(pts - truth, axis=1).mean()
     assert err0 > 0.005
     assert errs["depth+color"] < 0.4 * err0 and errs["depth+color"] < errs["depth"], (err0, errs)
+    # the first frame compares with the model colours, later frames with the previous tracked frame
+    assert res.stats["color_reference"] == "model"
+    f2 = scene.render(3)
+    res2 = tracker.estimate(TrackingInput(f2, g, res.motion, pts, nrm, a, w, col))
+    assert res2.ok and res2.stats["color_reference"] == "previous+model"
+    truth2 = (p + scene.scene_flow(0, 3))[ok]
+    warped2 = warp_points_np(pts, a, w, g.nodes, res2.motion.rotations, res2.motion.translations)
+    assert np.linalg.norm(warped2 - truth2, axis=1).mean() < 0.4 * np.linalg.norm(pts - truth2, axis=1).mean()
+    tracker.reset()
+    assert tracker.estimate(TrackingInput(f2, g, res.motion, pts, nrm, a, w, col)).stats["color_reference"] == "model"
