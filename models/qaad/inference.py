@@ -88,7 +88,7 @@ class CompressResult:
         }
 
 
-def decode_file(f: QAADFile, device: str = "cpu", instances: list[int] | None = None, chunk: int = 8) -> np.ndarray:
+def decode_file(f: QAADFile, device: str = "cpu", instances: list[int] | None = None, chunk: int = 4) -> np.ndarray:
     """Decoded clouds of a .qaad file in input units: float64 [len(instances) or I, N, 3]."""
     dev = resolve_device(device)
     model = f.build_model(dev)

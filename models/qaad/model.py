@@ -177,14 +177,14 @@ class QAADDecoder(_Decoder):
         d = z.shape[1]
         # latent ⊕ q through the first layer without materialising the concatenation
         h = F.linear(q, first.weight[:, d:], first.bias)[None] + F.linear(z, first.weight[:, :d])[:, None, None, :]
-        h = F.selu(h)  # [B, K, m, C]
+        h = F.selu(h, inplace=True)  # [B, K, m, C]; in place: each h is a fresh layer output
         for lin in self.shared[1:]:
-            h = F.selu(lin(h))
+            h = F.selu(lin(h), inplace=True)
         h = h.permute(0, 1, 3, 2).reshape(b, k * h.shape[-1], m)  # [B, K*C, m]
         for i, conv in enumerate(self.heads):
             h = conv(h)
             if i < len(self.heads) - 1:
-                h = F.selu(h)
+                h = F.selu(h, inplace=True)
         return h.reshape(b, k, 3, m).permute(0, 1, 3, 2)
 
 
@@ -207,7 +207,7 @@ class AtlasNetV2Decoder(_Decoder):
         for i, conv in enumerate(self.mlp):
             h = conv(h)
             if i < len(self.mlp) - 1:
-                h = F.selu(h)
+                h = F.selu(h, inplace=True)
         return h.reshape(b, k, 3, m).permute(0, 1, 3, 2)
 
 
