@@ -152,7 +152,7 @@ def test_augmented_chamfer_torch_matches_numpy_and_has_gradients(rng):
     ta = torch.tensor(a, requires_grad=True)
     val = augmented_chamfer_torch(ta, torch.tensor(b))
     for i in range(2):
-        assert float(val[i]) == pytest.approx(augmented_chamfer(a[i], b[i]), rel=1e-10)
+        assert float(val[i].detach()) == pytest.approx(augmented_chamfer(a[i], b[i]), rel=1e-10)
     val.sum().backward()
     assert ta.grad is not None and torch.isfinite(ta.grad).all() and ta.grad.abs().sum() > 0
     # numeric gradient check on one coordinate
