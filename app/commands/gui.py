@@ -46,6 +46,9 @@ def run(args: argparse.Namespace) -> int:
         cmd += sys.argv[sys.argv.index("gui"):] if "gui" in sys.argv else ["gui"]
         env = dict(os.environ, NRSTUDIO_NO_XVFB="1")
         return subprocess.call(cmd, env=env)
+    if not scripted and _needs_display():
+        raise InputError("no display to open the window on (DISPLAY is not set); for a screenshot without one use "
+                         "--frames N --screenshot PNG")
     try:
         w, h = (int(x) for x in args.size.lower().split("x"))
     except ValueError:
@@ -88,6 +91,10 @@ def run(args: argparse.Namespace) -> int:
         st = res["stats"]
         print(f"replayed {res['frames_in']} frames of {rec} ({res['frames_fused']} fused, tracker "
               f"{st.get('tracker')}, {st.get('nodes')} nodes, mesh {win.status_panel.mesh_info.get('vertices', 0):,} vertices)")
+        fps = st.get("fused_fps")
+        print(f"fusion {fps:.2f} frames/s" if fps else "fusion: -", "| stage ms (median):",
+              ", ".join(f"{k} {v:.0f}" for k, v in (st.get("stage_ms_median") or {}).items()),
+              f"| UI thread: longest gap {res['ui_max_gap_ms']:.0f} ms, p99 {res['ui_p99_gap_ms']:.0f} ms")
         if args.report is not None:
             from app.report import write_report
 

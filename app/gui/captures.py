@@ -432,7 +432,7 @@ class CaptureDock(QtWidgets.QWidget):
             thumb = cap.thumbnail if cap.thumbnail is not None else render_thumbnail(cap)
             item = QtWidgets.QListWidgetItem(QtGui.QIcon(QtGui.QPixmap.fromImage(numpy_to_qimage(thumb))),
                                              f"{cap.name}\n{cap.num_points:,} pts")
-            item.setToolTip(f"{cap.name}: {cap.num_points:,} points, frame {cap.frame_index}, "
+            item.setToolTip(f"{cap.name}: {cap.num_points:,} points, source frame index {cap.frame_index}, "
                             f"t = {cap.timestamp_s:.2f} s\n{cap.source}")
             self.list.addItem(item)
         n = len(self.store)

@@ -85,6 +85,7 @@ class ReconstructionControls(QtWidgets.QWidget):
         for b in (self.start_btn, self.stop_btn, self.reset_btn):
             buttons.addWidget(b)
         form = QtWidgets.QFormLayout()
+        form.setVerticalSpacing(3)
         form.setFieldGrowthPolicy(QtWidgets.QFormLayout.FieldGrowthPolicy.AllNonFixedFieldsGrow)
         form.addRow("Tracker", self.tracker)
         form.addRow("Device", self.device)
@@ -105,6 +106,8 @@ class ReconstructionControls(QtWidgets.QWidget):
         presets.addWidget(self.load_btn)
         presets.addWidget(self.save_btn)
         lay = QtWidgets.QVBoxLayout(self)
+        lay.setContentsMargins(6, 4, 6, 4)
+        lay.setSpacing(4)
         lay.addLayout(buttons)
         lay.addLayout(form)
         lay.addLayout(presets)
@@ -212,7 +215,7 @@ class ReconstructionControls(QtWidgets.QWidget):
         self.stop_btn.setEnabled(fusing)
         self.reset_btn.setEnabled(has_model or fusing)
         locked = has_model or fusing
-        self.lock_note.setText("Settings are locked while a model exists: Reset to change them." if locked else "")
+        self.lock_note.setText("Locked while a model exists: Reset to change." if locked else "")
         for w in self._geometry_widgets:
             w.setEnabled(not locked)
         self._tracker_changed()

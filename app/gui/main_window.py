@@ -51,6 +51,9 @@ QSlider::sub-page:horizontal { background: #2f5fa8; }
 QMenuBar, QMenu { background: #2a2c30; }
 QMenu::item:selected { background: #3d7bd9; }
 QStatusBar { background: #1e2023; }
+QToolBar { background: #2a2c30; border: none; spacing: 2px; }
+QToolBar QToolButton { padding: 3px 8px; }
+QToolBar QToolButton:hover { background: #3d4147; }
 QToolTip { background: #f5f5f5; color: #111; }
 """
 
@@ -143,16 +146,31 @@ class MainWindow(QtWidgets.QMainWindow):
         self.controls_dock = self._dock("Reconstruction", self.controls, right, scroll=True)
         self.status_dock = self._dock("Status", self.status_panel, right, scroll=True)
         self.splitDockWidget(self.controls_dock, self.status_dock, QtCore.Qt.Orientation.Vertical)
-        self.panels_dock = self._dock("Shape panels", self.panels, right)
+        self.panels_dock = self._dock("Shape panels", self.panels, right, scroll=True)
         self.tabifyDockWidget(self.controls_dock, self.panels_dock)
         self.captures_dock = self._dock("Captures", self.capture_dock, bottom)
         self.log_dock = self._dock("Log", self.log_pane, bottom)
         self.splitDockWidget(self.captures_dock, self.log_dock, QtCore.Qt.Orientation.Horizontal)
         self.controls_dock.raise_()
+        self._sized = False
+
+    def _initial_dock_sizes(self) -> None:
+        """Dock sizes once the window has its geometry: controls sized to their content, status below."""
+        h = self.height()
         self.resizeDocks([self.controls_dock], [380], QtCore.Qt.Orientation.Horizontal)
-        self.resizeDocks([self.controls_dock, self.status_dock], [430, 420], QtCore.Qt.Orientation.Vertical)
-        self.resizeDocks([self.captures_dock], [190], QtCore.Qt.Orientation.Vertical)
-        self.resizeDocks([self.captures_dock, self.log_dock], [760, 760], QtCore.Qt.Orientation.Horizontal)
+        self.resizeDocks([self.captures_dock], [165], QtCore.Qt.Orientation.Vertical)
+        ctrl = self.controls.sizeHint().height() + 30
+        self.resizeDocks([self.controls_dock, self.status_dock], [ctrl, max(200, h - ctrl - 300)],
+                         QtCore.Qt.Orientation.Vertical)
+        half = max(300, (self.width() - 10) // 2)
+        self.resizeDocks([self.captures_dock, self.log_dock], [half, half], QtCore.Qt.Orientation.Horizontal)
+
+    def showEvent(self, event: QtGui.QShowEvent) -> None:  # noqa: N802 (Qt name)
+        """First show: size the docks."""
+        super().showEvent(event)
+        if not self._sized:
+            self._sized = True
+            QtCore.QTimer.singleShot(0, self._initial_dock_sizes)
 
     def _action(self, menu: QtWidgets.QMenu, text: str, fn: Callable[[], Any], shortcut: str | None = None,
                 tip: str = "") -> QtGui.QAction:
@@ -167,14 +185,14 @@ class MainWindow(QtWidgets.QMainWindow):
     def _build_menus(self) -> None:
         mb = self.menuBar()
         f = mb.addMenu("&File")
-        self._action(f, "Open recording…", self._open_recording_dialog, "Ctrl+O", "A RealSense .bag or .db3 file")
+        open_rec = self._action(f, "Open recording…", self._open_recording_dialog, "Ctrl+O", "A RealSense .bag or .db3 file")
         self._action(f, "Open image folder…", self._open_folder_dialog, None, "DeepDeform layout or color/ + depth/")
-        self._action(f, "Open bundled sample", lambda: self.open_source(str(SAMPLE)), "Ctrl+Shift+O")
-        self._action(f, "Open camera…", self._open_camera_dialog, None, "A connected RealSense camera")
+        sample = self._action(f, "Open bundled sample", lambda: self.open_source(str(SAMPLE)), "Ctrl+Shift+O")
+        camera = self._action(f, "Open camera…", self._open_camera_dialog, None, "A connected RealSense camera")
         f.addSeparator()
-        self._action(f, "Record…", self._record_dialog, "Ctrl+R", "Record from a camera to .db3")
+        record = self._action(f, "Record…", self._record_dialog, "Ctrl+R", "Record from a camera to .db3")
         self.export_action = self._action(f, "Export mesh…", self._export_dialog_open, "Ctrl+E")
-        self._action(f, "Save 3D view screenshot…", self._screenshot_3d_dialog, "Ctrl+Shift+S")
+        shot = self._action(f, "Save 3D view screenshot…", self._screenshot_3d_dialog, "Ctrl+Shift+S")
         self._action(f, "Save window screenshot…", self._screenshot_window_dialog)
         f.addSeparator()
         self._action(f, "Load captures…", self.capture_dock._load_dialog)
@@ -193,6 +211,17 @@ class MainWindow(QtWidgets.QMainWindow):
         self._action(v, "Fit 3D view", self.scene.fit_view, "F")
         h = mb.addMenu("&Help")
         self._action(h, "About nrstudio", self._about)
+        tb = self.addToolBar("Main")
+        tb.setObjectName("main_toolbar")
+        tb.setMovable(False)
+        tb.setToolButtonStyle(QtCore.Qt.ToolButtonStyle.ToolButtonTextOnly)
+        for a, text in ((open_rec, "Open…"), (sample, "Sample"), (camera, "Camera…"), (record, "Record…"),
+                        (self.export_action, "Export mesh…"), (shot, "3D screenshot…")):
+            b = QtGui.QAction(text, self)
+            b.setToolTip(a.text().rstrip("…") + (f" ({a.shortcut().toString()})" if not a.shortcut().isEmpty() else ""))
+            b.triggered.connect(a.trigger)
+            a.changed.connect(lambda a=a, b=b: b.setEnabled(a.isEnabled()))
+            tb.addAction(b)
 
     def _connect(self) -> None:
         w = self.worker
@@ -281,9 +310,11 @@ class MainWindow(QtWidgets.QMainWindow):
         """Play / pause."""
         self.host.send("pause" if self.state.get("playing") else "play")
 
-    def export_mesh(self, which: str, path: str | Path, fmt: str | None = None) -> threading.Event:
-        """Ask the worker to export; progress in a progress dialog. Returns the cancel event."""
-        cancel = threading.Event()
+    def export_mesh(self, which: str, path: str | Path, fmt: str | None = None,
+                    cancel: threading.Event | None = None) -> threading.Event:
+        """Ask the worker to export; progress in a progress dialog (its Cancel sets `cancel`, made here when
+        not given). Returns the cancel event."""
+        cancel = cancel or threading.Event()
         p = Path(path)
         fmt = fmt or (p.suffix.lstrip(".") or "ply")
         self._export_cancel = cancel
@@ -323,12 +354,16 @@ class MainWindow(QtWidgets.QMainWindow):
         from pyqtgraph.opengl import GLViewWidget
 
         for glw in self.findChildren(GLViewWidget):
-            if not glw.isVisible():
+            vis = glw.visibleRegion().boundingRect()  # widget coordinates; clipped by scroll areas, docks
+            if not glw.isVisible() or vis.isEmpty():
                 continue
-            top_left = glw.mapTo(self, QtCore.QPoint(0, 0))
             fb = glw.grabFramebuffer()
-            target = QtCore.QRectF(top_left.x() * dpr, top_left.y() * dpr, glw.width() * dpr, glw.height() * dpr)
-            painter.drawImage(target, fb)
+            sx = fb.width() / max(glw.width(), 1)
+            sy = fb.height() / max(glw.height(), 1)
+            source = QtCore.QRectF(vis.x() * sx, vis.y() * sy, vis.width() * sx, vis.height() * sy)
+            top_left = glw.mapTo(self, vis.topLeft())
+            target = QtCore.QRectF(top_left.x() * dpr, top_left.y() * dpr, vis.width() * dpr, vis.height() * dpr)
+            painter.drawImage(target, fb, source)
         painter.end()
         return img
 
@@ -378,6 +413,8 @@ class MainWindow(QtWidgets.QMainWindow):
 
     def _on_state(self, st: dict) -> None:
         self.state = st
+        if not st.get("has_source"):
+            self.status_label.setText("no source: File > Open recording, Open bundled sample or Open camera")
         self.transport.set_playing(bool(st.get("playing")))
         self.controls.set_running(bool(st.get("fusing")), bool(st.get("has_model")))
         self.export_action.setEnabled(bool(st.get("has_model")))
@@ -517,6 +554,17 @@ class MainWindow(QtWidgets.QMainWindow):
         if len(self.errors) > n_err:
             return {"ok": False, "error": self.errors[-1][1]}
         before = self.mesh_updates
+        gaps: list[float] = []  # UI-thread responsiveness: gaps between ticks of a 10 ms timer
+        last = [time.perf_counter()]
+
+        def tick() -> None:
+            now = time.perf_counter()
+            gaps.append(now - last[0])
+            last[0] = now
+
+        probe = QtCore.QTimer(self)
+        probe.timeout.connect(tick)
+        probe.start(10)
         if capture_every > 0:
             self.host.send("capture", {"every": capture_every, "times": max(1, frames // capture_every)})
         self.play(frames)
@@ -527,10 +575,13 @@ class MainWindow(QtWidgets.QMainWindow):
             return (done and self.mesh_updates > before) or len(self.errors) > n_err
 
         ok = self.wait_until(finished, timeout_s)
+        probe.stop()
         self.wait_until(lambda: False, 0.3)  # let the last paint happen
         out = {"ok": ok and len(self.errors) == n_err, "frames_in": self.last_stats.get("frames_in", 0),
                "frames_fused": self.last_stats.get("frames_fused", 0), "mesh_updates": self.mesh_updates,
-               "captures": len(self.captures), "stats": self.last_stats}
+               "captures": len(self.captures), "stats": self.last_stats,
+               "ui_max_gap_ms": 1e3 * max(gaps) if gaps else None,
+               "ui_p99_gap_ms": 1e3 * float(np.percentile(gaps, 99)) if gaps else None}
         if len(self.errors) > n_err:
             out["error"] = self.errors[-1][1]
         elif not ok:

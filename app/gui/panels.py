@@ -202,7 +202,7 @@ class CloudView(QtWidgets.QWidget):
         super().__init__(parent)
         self.gl = gl.GLViewWidget()
         self.gl.setBackgroundColor(BACKGROUND)
-        self.gl.setMinimumHeight(220)
+        self.gl.setMinimumHeight(180)
         self.boxes = QtWidgets.QHBoxLayout()
         self.boxes.addStretch(1)
         lay = QtWidgets.QVBoxLayout(self)

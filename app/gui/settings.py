@@ -225,9 +225,9 @@ def make_estimator(settings: ReconSettings, groundtruth_file: str | Path | None 
     if settings.tracker == "none":
         return IdentityMotion()
     if settings.tracker == "classical":
-        from tracker.classical import ClassicalTracker
+        from app.trackers import make_tracker  # the CLI's wiring: replay and the app track alike
 
-        return ClassicalTracker()
+        return make_tracker("classical")
     if settings.tracker == "neural":
         try:
             from tracker.neural import NeuralTracker, NeuralTrackerConfig

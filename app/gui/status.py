@@ -19,9 +19,8 @@ class StatusPanel(QtWidgets.QWidget):
         self.values: dict[str, QtWidgets.QLabel] = {}
         form = QtWidgets.QFormLayout()
         form.setVerticalSpacing(2)
-        for key, label in (("fps", "Fusion"), ("display", "Display"), ("frames", "Frames"), ("skipped", "Skipped"),
-                           ("nodes", "Graph nodes"), ("keyframes", "Valid keyframes"), ("volume", "Volume"),
-                           ("mesh", "Mesh"), ("tracker", "Tracker / device")):
+        for key, label in (("fps", "Rate"), ("frames", "Frames"), ("skipped", "Skipped"),
+                           ("nodes", "Graph"), ("volume", "Volume"), ("mesh", "Mesh"), ("tracker", "Tracker")):
             v = QtWidgets.QLabel("–")
             v.setTextInteractionFlags(QtCore.Qt.TextInteractionFlag.TextSelectableByMouse)
             v.setWordWrap(True)
@@ -33,15 +32,18 @@ class StatusPanel(QtWidgets.QWidget):
         self.stages.setEditTriggers(QtWidgets.QAbstractItemView.EditTrigger.NoEditTriggers)
         self.stages.setSelectionMode(QtWidgets.QAbstractItemView.SelectionMode.NoSelection)
         self.stages.horizontalHeader().setSectionResizeMode(QtWidgets.QHeaderView.ResizeMode.Stretch)
-        self.stages.verticalHeader().setDefaultSectionSize(20)
+        self.stages.verticalHeader().setDefaultSectionSize(18)
+        self.stages.horizontalHeader().setFixedHeight(20)
         for i, name in enumerate(list(STAGES) + ["total"]):
             self.stages.setItem(i, 0, QtWidgets.QTableWidgetItem(name))
             for c in (1, 2):
                 it = QtWidgets.QTableWidgetItem("")
                 it.setTextAlignment(QtCore.Qt.AlignmentFlag.AlignRight | QtCore.Qt.AlignmentFlag.AlignVCenter)
                 self.stages.setItem(i, c, it)
-        self.stages.setFixedHeight(22 + 20 * (len(STAGES) + 1) + 4)
+        self.stages.setFixedHeight(20 + 18 * (len(STAGES) + 1) + 4)
         lay = QtWidgets.QVBoxLayout(self)
+        lay.setContentsMargins(6, 4, 6, 4)
+        lay.setSpacing(4)
         lay.addLayout(form)
         lay.addWidget(self.stages)
         lay.addStretch(1)
@@ -56,9 +58,8 @@ class StatusPanel(QtWidgets.QWidget):
         """Show a stats dict from the worker."""
         self.last = st
         v = self.values
-        v["fps"].setText(self._fmt(st.get("fused_fps"), " frames/s") + (
-            f"  ({st['frame_ms_median']:.0f} ms/frame)" if st.get("frame_ms_median") else ""))
-        v["display"].setText(self._fmt(st.get("display_fps"), " frames/s"))
+        v["fps"].setText(f"{self._fmt(st.get('fused_fps'))} fused/s, {self._fmt(st.get('display_fps'))} shown/s"
+                         + (f" ({st['frame_ms_median']:.0f} ms/frame)" if st.get("frame_ms_median") else ""))
         if "frames_in" in st:
             v["frames"].setText(f"{st['frames_fused']} fused of {st['frames_in']} in")
             sk = st.get("skipped") or {}
@@ -66,17 +67,16 @@ class StatusPanel(QtWidgets.QWidget):
             if st.get("dropped"):
                 parts.append(f"{st['dropped']} dropped (real time)")
             v["skipped"].setText(", ".join(parts) if parts else "none")
-            v["nodes"].setText(str(st.get("nodes", "–")))
             kf = st.get("keyframes")
-            v["keyframes"].setText("–" if kf is None else str(kf))
+            v["nodes"].setText(f"{st.get('nodes', '–')} nodes, valid keyframes {'–' if kf is None else kf}")
             vol = st.get("volume") or {}
             if vol:
                 mb = vol.get("bytes", vol.get("nbytes", 0)) / 2**20 if isinstance(vol, dict) else 0
                 blocks = vol.get("blocks", vol.get("num_blocks"))
                 v["volume"].setText(f"{blocks} blocks, {mb:.0f} MiB" if blocks is not None else f"{mb:.0f} MiB")
-            v["tracker"].setText(f"{st.get('tracker', '–')} / {st.get('device') or '–'}")
+            v["tracker"].setText(f"{st.get('tracker', '–')} on {st.get('device') or '–'}")
         else:
-            for key in ("frames", "skipped", "nodes", "keyframes", "volume", "tracker"):
+            for key in ("frames", "skipped", "nodes", "volume", "tracker"):
                 v[key].setText("–")
             if st.get("dropped"):
                 v["skipped"].setText(f"{st['dropped']} dropped (real time)")

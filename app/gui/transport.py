@@ -59,8 +59,9 @@ class TransportBar(QtWidgets.QWidget):
         self.speed.setCurrentIndex(SPEEDS.index(1.0))
         self.speed.setToolTip("Playback speed (real time only)")
         self.realtime_box = QtWidgets.QCheckBox("Real time")
-        self.realtime_box.setToolTip("Checked: play at the recording's pace (frames are dropped when fusion is "
-                                     "slower).\nUnchecked: as fast as possible, every frame.")
+        self.realtime_box.setToolTip("Checked: play at the recording's pace; when fusion is slower, frames that "
+                                     "fall behind are dropped while newer ones wait.\nUnchecked: as fast as "
+                                     "possible, every frame.")
         lay = QtWidgets.QHBoxLayout(self)
         lay.setContentsMargins(6, 2, 6, 2)
         for w in (self.start_btn, self.back_btn, self.play_btn, self.fwd_btn):

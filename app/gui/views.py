@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 import pyqtgraph as pg
-from PySide6 import QtCore, QtGui, QtWidgets
+from PySide6 import QtGui, QtWidgets
 
 from fusion.preview import colormap_turbo, depth_to_rgb
 
@@ -349,7 +349,7 @@ class SceneView(QtWidgets.QWidget):
             depth = 0.15
             if "live" in self._bounds:
                 lo, hi = self._bounds["live"]
-                depth = float(np.clip(0.25 * lo[1], 0.05, 0.5))
+                depth = float(np.clip(0.12 * lo[1], 0.05, 0.3))
             self.set_camera(payload["intrinsics"], depth)
         self._apply_offsets()
         if not self._fitted and (self._has["live"] or self._has["canonical"]):

@@ -516,14 +516,14 @@ class PipelineWorker(QtCore.QObject):
                 k = f.intrinsics.scaled(*size) if size else f.intrinsics
             idx = self._last_result.index if self._last_result is not None else -1
             ts = f.timestamp_s if f is not None else 0.0
-            cap = capture_from_pipeline(self.pipeline, idx, ts, name=f"frame {idx}",
+            cap = capture_from_pipeline(self.pipeline, idx, ts, name=f"frame {idx + 1}",
                                         source=self.info.get("spec", "") if self.info else "", intrinsics=k)
         except InputError as e:
             self.errorRaised.emit("Capture", str(e))
             self.logMessage.emit("warning", f"capture: {e}")
             return False
         self.captureReady.emit(cap)
-        self.logMessage.emit("info", f"captured {cap.num_points:,} points at frame {cap.frame_index}")
+        self.logMessage.emit("info", f"captured {cap.num_points:,} points at frame {cap.frame_index + 1}")
         return True
 
     def _cmd_export(self, p: dict) -> None:
@@ -800,8 +800,12 @@ class PipelineWorker(QtCore.QObject):
         r = self._last_result
         if r is not None:
             st["last"] = {"index": r.index, "ok": r.ok, "reason": r.reason, "stage_ms": dict(r.stage_ms)}
-            kf = r.tracker_stats.get("keyframes") if isinstance(r.tracker_stats, dict) else None
-            st["keyframes"] = kf
+            ts = r.tracker_stats if isinstance(r.tracker_stats, dict) else {}
+            per = ts.get("per_keyframe")
+            if isinstance(per, list):  # the neural tracker: keyframes whose correspondences were used
+                st["keyframes"] = f"{sum(1 for k in per if k.get('used'))} of {len(per)}"
+            elif "keyframes" in ts:
+                st["keyframes"] = str(ts["keyframes"])
         self.statsReady.emit(st)
 
 

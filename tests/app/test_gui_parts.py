@@ -376,3 +376,29 @@ def test_controls_settings_presets_and_availability(qtbot, tmp_path):
     assert c.start_btn.text() == "Resume" and not c.voxel.isEnabled()
     c.set_running(False, False)
     assert c.voxel.isEnabled()
+
+
+def test_dialogs_without_a_camera_do_not_block(qtbot, monkeypatch):
+    import fusion.sources.live as live
+
+    from app.gui.dialogs import ExportDialog, OpenCameraDialog, RecordDialog
+
+    monkeypatch.setattr(live, "list_devices", lambda context=None: [])
+    rec = RecordDialog(default_path="x.db3")
+    qtbot.addWidget(rec)
+    qtbot.waitUntil(lambda: "no RealSense camera" in rec.form.note.text(), timeout=10000)
+    assert not rec.record_btn.isEnabled()
+    cam = OpenCameraDialog()
+    qtbot.addWidget(cam)
+    qtbot.waitUntil(lambda: cam.form.camera.isEnabled() is False and "no RealSense" in cam.form.note.text(), timeout=10000)
+    assert not cam.open_btn.isEnabled()
+    monkeypatch.setattr(live, "list_devices", lambda context=None: [{"name": "Intel RealSense D435", "serial": "123"}])
+    cam.form.refresh()
+    qtbot.waitUntil(lambda: cam.open_btn.isEnabled(), timeout=10000)
+    spec, opts = cam.spec_and_options()
+    assert spec == "camera:123" and opts["config"].serial == "123" and opts["config"].width == 640
+    ex = ExportDialog(has_sequence=False)
+    qtbot.addWidget(ex)
+    assert not ex.kind["sequence"].isEnabled()
+    ex.fmt.setCurrentIndex(ex.fmt.findData("glb"))
+    assert ex.request()["path"].endswith("mesh.glb") and ex.request()["which"] == "canonical"
