@@ -1,18 +1,21 @@
-"""The classical non-rigid tracker: depth ICP (point-to-plane, projective) + ARAP, Gauss-Newton on the graph.
+"""The classical non-rigid tracker: depth ICP (point-to-plane, projective) + ARAP (+ photometric), Gauss-Newton
+on the deformation graph.
 
 Per live frame (DynamicFusion / NNRT without learned correspondences):
 1. the canonical model samples (TrackingInput.model_*) are sub-sampled and warped by the previous motion;
-2. rigid pre-alignment of the whole object (rigid point-to-plane ICP, tracker/rigid.py), folded into
-   every node transform;
+2. rigid pre-alignment of the whole object (rigid point-to-plane ICP + photometric, tracker/rigid.py),
+   folded into every node transform;
 3. `iterations` Levenberg-damped Gauss-Newton steps of
-       lambda_icp * E_icp + lambda_arap * E_arap  (+ lambda_2d * E_2d + lambda_depth * E_depth when
-       correspondences are given to `estimate_with_correspondences`)
+       lambda_icp * E_icp + lambda_arap * E_arap + lambda_color * E_photo
+       (+ lambda_2d * E_2d + lambda_depth * E_depth over correspondences given to
+        `estimate_with_correspondences`)
    re-associating projectively before each step, with distance / normal-angle rejection and Huber
-   confidences, plus lambda_color * E_photo (live intensity at the projected warped model point vs the
-   model's colour) when TrackingInput.model_colors is given: depth alone cannot see motion along the
-   surface (sliding cloth waves, a twisting cylinder), texture can; block-sparse normal equations solved
-   by PCG (tracker/solver.py).
+   confidences; block-sparse normal equations solved by PCG (tracker/solver.py).
+   E_photo compares the live intensity at each projected warped sample with a reference intensity (the
+   previous tracked frame and/or the model colours, see ClassicalTrackerConfig.color_reference): depth
+   alone cannot see motion along the surface (sliding cloth waves, a twisting cylinder), texture can.
 Never raises on bad data mid-run: returns TrackingResult(ok=False, message=...) and the previous motion.
+State: the previous tracked frame's intensity image (the photometric reference); `reset()` drops it.
 """
 from __future__ import annotations
 
@@ -27,8 +30,8 @@ from fusion.graph import GraphMotion
 from fusion.motion import TrackingInput, TrackingResult
 from fusion.warp import warp_normals, warp_points
 from tracker.association import live_geometry, projective_association
-from tracker.energy import (ArapEdges, ResidualBlock, arap_term_edges, depth_term, intensity_image_t, photometric_term, point_to_plane_term, reprojection_term,
-                            warp_parts)
+from tracker.energy import (ArapEdges, ResidualBlock, arap_term_edges, depth_term, intensity_image_t,
+                            photometric_term, point_to_plane_term, reprojection_term, sample_bilinear_t, warp_parts)
 from tracker.rigid import LiveGeometry, huber_confidence, rigid_icp
 from tracker.solver import SolverConfig, lm_step
 
@@ -43,8 +46,8 @@ class ClassicalTrackerConfig:
     color_reference: "previous" (each sample's intensity in the previous tracked frame: robust to shading
       that changes as the surface turns, but drifts), "model" (TrackingInput.model_colors: anchored, also
       the fallback for the first frame after reset()) or "both" (lambda_color split between the two).
-    lambda_2d / lambda_depth: the
-      NNRT correspondence terms (used only by `estimate_with_correspondences`; NNRT: 0.001, 1, ARAP 1).
+    lambda_2d / lambda_depth: the NNRT correspondence terms (used only by `estimate_with_correspondences`;
+      NNRT: 0.001, 1, with ARAP 1).
     arap_edge_weighting: scale ARAP rows by K * normalised graph edge weights (NNRT) instead of 1.
     rigid_iterations: rigid ICP iterations before the non-rigid solve (0 disables the pre-alignment).
     iterations: non-rigid GN iterations (one projective re-association + one LM step each).
@@ -64,7 +67,7 @@ class ClassicalTrackerConfig:
     """
 
     lambda_icp: float = 1.0
-    lambda_arap: float = 1.0
+    lambda_arap: float = 0.3
     lambda_color: float = 0.02
     color_huber: float = 0.1
     color_blur: float = 1.0
@@ -107,10 +110,10 @@ class Correspondences:
     weights: np.ndarray
 
 
-def sample_bilinear_t_uv(image: torch.Tensor, points: torch.Tensor, k: Intrinsics):
-    """Bilinear samples of image [H,W] at the projections of camera-frame points [M,3] (see sample_bilinear_t)."""
-    from tracker.energy import sample_bilinear_t
-
+def sample_bilinear_t_uv(image: torch.Tensor, points: torch.Tensor,
+                         k: Intrinsics) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Bilinear samples of image [H,W] at the projections of camera-frame points [M,3] m: (values [M],
+    d value / d uv [M,2], inside bool [M]) as `tracker.energy.sample_bilinear_t` (behind the camera: outside)."""
     z = points[:, 2].clamp_min(1e-6)
     uv = torch.stack([k.fx * points[:, 0] / z + k.cx, k.fy * points[:, 1] / z + k.cy], -1)
     val, duv, inside = sample_bilinear_t(image, uv)
@@ -118,7 +121,7 @@ def sample_bilinear_t_uv(image: torch.Tensor, points: torch.Tensor, k: Intrinsic
 
 
 class ClassicalTracker:
-    """Depth-ICP + ARAP non-rigid tracker (fusion.motion.MotionEstimator)."""
+    """Depth-ICP + ARAP + photometric non-rigid tracker (fusion.motion.MotionEstimator, name "classical")."""
 
     name = "classical"
 
@@ -151,22 +154,28 @@ class ClassicalTracker:
     def _select(self, inp: TrackingInput) -> np.ndarray | str:
         cfg = self.config
         m = len(inp.model_points)
-        for name, arr, shape in (("model_points", inp.model_points, (m, 3)), ("model_normals", inp.model_normals, (m, 3))):
+        for name, arr, shape in (("model_points", inp.model_points, (m, 3)),
+                                 ("model_normals", inp.model_normals, (m, 3))):
             if np.asarray(arr).shape != shape:
                 return f"{name} has shape {np.asarray(arr).shape}, expected {shape}"
-        if np.asarray(inp.model_anchors).shape[0] != m or np.asarray(inp.model_weights).shape != np.asarray(inp.model_anchors).shape:
+        a_shape = np.asarray(inp.model_anchors).shape
+        if len(a_shape) != 2 or a_shape[0] != m or np.asarray(inp.model_weights).shape != a_shape:
             return "model anchors / weights do not match the model points"
-        anchors = np.asarray(inp.model_anchors)
-        ok = (anchors >= 0).any(1) & np.isfinite(inp.model_points).all(1) & np.isfinite(inp.model_normals).all(1)
-        ok &= (anchors < inp.graph.num_nodes).all(1)
-        sel = np.flatnonzero(ok)[:: max(1, cfg.point_stride)]
+        # candidates first (a random superset of the subset), validity checked on them only: O(max_points)
+        cand = np.arange(0, m, max(1, cfg.point_stride))
+        if len(cand) > 2 * cfg.max_points:
+            cand = np.sort(np.random.default_rng(cfg.seed).choice(cand, 2 * cfg.max_points, replace=False))
+        anchors = np.asarray(inp.model_anchors)[cand]
+        ok = (anchors >= 0).any(1) & (anchors < inp.graph.num_nodes).all(1)
+        ok &= np.isfinite(np.asarray(inp.model_points)[cand]).all(1) & np.isfinite(np.asarray(inp.model_normals)[cand]).all(1)
+        sel = cand[ok]
         if len(sel) > cfg.max_points:
-            sel = np.sort(np.random.default_rng(cfg.seed).choice(sel, cfg.max_points, replace=False))
+            sel = np.sort(np.random.default_rng(cfg.seed + 1).choice(sel, cfg.max_points, replace=False))
         return sel
 
     def _photometric_reference(self, inp: TrackingInput, sel: np.ndarray, p: torch.Tensor, an: torch.Tensor,
                                aw: torch.Tensor, nodes: torch.Tensor, stats: dict) -> tuple | None:
-        """(live intensity [H,W], [(reference intensity [S], validity [S] float, lambda), ...]) or None.
+        """(live intensity [H,W], reference intensities [S,R], validity [S,R] float, lambdas [R]) or None.
 
         "previous" reference: the intensity of the previous tracked frame at each sample's position there
         (the sample warped by inp.prev_motion, which is that frame's motion), valid where the previous depth
@@ -204,8 +213,9 @@ class ClassicalTracker:
         if not refs:
             return None
         stats["color_reference"] = "+".join(r[2] for r in refs)
-        lam = cfg.lambda_color / len(refs)
-        return live_i, [(r[0], r[1], lam) for r in refs]
+        lam = torch.full((len(refs),), cfg.lambda_color / len(refs), dtype=torch.float64)
+        return (live_i, torch.stack([r[0] for r in refs], 1).to(torch.float64),
+                torch.stack([r[1] for r in refs], 1).to(torch.float64), lam)
 
     def _fail(self, inp: TrackingInput, msg: str, stats: dict) -> TrackingResult:
         return TrackingResult(inp.prev_motion, ok=False, message=msg, stats=stats)
@@ -266,8 +276,8 @@ class ClassicalTracker:
         t0 = time.perf_counter()
         if cfg.rigid_iterations > 0:
             parts = warp_parts(p, an, aw, nodes, rot, tr, normals=pn)
-            rphoto = None if photo is None else (
-                photo[0], [(ref, val, lam / max(cfg.lambda_icp, 1e-12)) for ref, val, lam in photo[1]], cfg.color_huber)
+            rphoto = None if photo is None else (photo[0], photo[1], photo[2], photo[3] / max(cfg.lambda_icp, 1e-12),
+                                                 cfg.color_huber)
             rg, tg, rinfo = rigid_icp(parts.warped, parts.normals, live, cfg.rigid_iterations, cfg.rigid_max_distance,
                                       cfg.max_angle_deg, cfg.huber_delta, need, cfg.damping, rphoto)
             stats["rigid"] = {k2: v for k2, v in rinfo.items() if k2 != "ok"}
@@ -315,24 +325,27 @@ class ClassicalTracker:
             res0 = ((sub.warped - q) * qn).sum(1)
             rms = float(torch.sqrt((res0 * res0).mean()))
             conf = huber_confidence(res0, cfg.huber_delta)
-            pterms = []  # (reference intensity of the matched samples, confidences, lambda)
+            pterm = None  # (reference intensities [S,R], confidences [S,R]) of the matched samples
             if photo is not None:
                 val, _, inside = sample_bilinear_t_uv(photo[0], sub.warped, k)
-                for ref, valid, lam in photo[1]:
-                    mi = ref[sel_t]
-                    pc = huber_confidence(torch.where(inside, val - mi, torch.zeros_like(val)), cfg.color_huber)
-                    pterms.append((mi, pc * valid[sel_t], lam))
+                mi = photo[1][sel_t]
+                pc = huber_confidence(torch.where(inside[:, None], val[:, None].to(mi.dtype) - mi,
+                                                  torch.zeros_like(mi)), cfg.color_huber) * photo[2][sel_t]
+                pterm = (mi, pc * photo[3] ** 0.5)
 
-            def residuals(r, t, jac, ps=ps, ans=ans, aws=aws, q=q, qn=qn, conf=conf, pterms=pterms) -> list[ResidualBlock]:
+            def residuals(r, t, jac, ps=ps, ans=ans, aws=aws, q=q, qn=qn, conf=conf,
+                          pterm=pterm) -> list[ResidualBlock]:
                 pp = warp_parts(ps, ans, aws, nodes, r, t)
                 out = [point_to_plane_term(pp, q, qn, conf, cfg.lambda_icp, jac),
                        arap_term_edges(aedges, r, t, cfg.lambda_arap, jac)]
-                out += [photometric_term(pp, photo[0], mi, k, pc, lam, jac) for mi, pc, lam in pterms]
+                if pterm is not None:
+                    out.append(photometric_term(pp, photo[0], pterm[0], k, pterm[1], 1.0, jac))
                 return out + [f(r, t, jac) for f in extra]
 
             blocks = [point_to_plane_term(sub, q, qn, conf, cfg.lambda_icp, True),
                       arap_term_edges(aedges, rot, tr, cfg.lambda_arap, True)]
-            blocks += [photometric_term(sub, photo[0], mi, k, pc, lam, True) for mi, pc, lam in pterms]
+            if pterm is not None:
+                blocks.append(photometric_term(sub, photo[0], pterm[0], k, pterm[1], 1.0, True))
             blocks += [f(rot, tr, True) for f in extra]
             rot, tr, _, mu, info = lm_step(residuals, rot, tr, blocks, mu, solver, jacobian_after=False)
             history.append({"energy_before": info["energy_before"], "energy_after": info.get("energy_after"),

@@ -220,8 +220,9 @@ def reprojection_term(parts: WarpParts, target_uv: torch.Tensor, intrinsics: Int
 
 def intensity_image_t(color: torch.Tensor, blur_sigma: float = 1.0) -> torch.Tensor:
     """Grey intensity in [0, 1] of an RGB image uint8/float [H,W,3] (Rec. 601 weights), Gaussian-blurred
-    with sigma `blur_sigma` pixels (0: no blur) so that the photometric term has a usable basin. [H,W]."""
-    c = color.to(torch.float64) if color.dtype == torch.uint8 else color
+    with sigma `blur_sigma` pixels (0: no blur) so that the photometric term has a usable basin. [H,W]
+    (float32 from uint8 input, else the input dtype)."""
+    c = color.to(torch.float32) if color.dtype == torch.uint8 else color
     scale = 1.0 / 255.0 if color.dtype == torch.uint8 else 1.0
     gray = (0.299 * c[..., 0] + 0.587 * c[..., 1] + 0.114 * c[..., 2]) * scale
     if blur_sigma <= 0:
@@ -259,18 +260,19 @@ def sample_bilinear_t(image: torch.Tensor, uv: torch.Tensor) -> tuple[torch.Tens
     du = (1 - fv) * (i01 - i00) + fv * (i11 - i10)
     dv = (1 - fu) * (i10 - i00) + fu * (i11 - i01)
     zero = torch.zeros_like(val)
-    return (torch.where(inside, val, zero), torch.stack([torch.where(inside, du, zero), torch.where(inside, dv, zero)], -1),
-            inside)
+    grad = torch.stack([torch.where(inside, du, zero), torch.where(inside, dv, zero)], -1)
+    return torch.where(inside, val, zero), grad, inside
 
 
 def photometric_term(parts: WarpParts, image: torch.Tensor, model_intensity: torch.Tensor, intrinsics: Intrinsics,
                      weights: torch.Tensor | None = None, lam: float = 1.0, jacobian: bool = True,
                      min_depth: float = 1e-3) -> ResidualBlock:
-    """Photometric rows I(pi(W(p))) - i_p: live intensity at the projected warped point vs the model's.
+    """Photometric rows I(pi(W(p))) - i_p: live intensity at the projected warped point vs a reference.
 
-    image [H,W] live intensity (e.g. `intensity_image_t`); model_intensity [M] the model samples' intensity
-    (same scale). Rows whose projection leaves the image or lies behind the camera are zero.
-    Jacobian: dI/duv (exact derivative of the bilinear interpolant) . d pi / dX . dW / d(w, dt).
+    image [H,W] live intensity (e.g. `intensity_image_t`); model_intensity [M] the samples' reference
+    intensity (same scale), or [M,R] for R references at once (R rows per sample, one image lookup);
+    weights [M] or [M,R] confidences. Rows whose projection leaves the image or lies behind the camera
+    are zero. Jacobian: dI/duv (exact derivative of the bilinear interpolant) . d pi / dX . dW / d(w, dt).
     """
     x, y, z = parts.warped[:, 0], parts.warped[:, 1], parts.warped[:, 2]
     front = z > min_depth
@@ -278,11 +280,21 @@ def photometric_term(parts: WarpParts, image: torch.Tensor, model_intensity: tor
     fx, fy, cx, cy = intrinsics.fx, intrinsics.fy, intrinsics.cx, intrinsics.cy
     uv = torch.stack([fx * x / zs + cx, fy * y / zs + cy], -1)
     val, duv, inside = sample_bilinear_t(image, uv)
+    val, duv = val.to(z.dtype), duv.to(z.dtype)
     ok = front & inside
-    res = torch.where(ok, val - model_intensity, torch.zeros_like(val))[:, None]
+    ref = model_intensity.to(z.dtype)
+    ref = ref[:, None] if ref.dim() == 1 else ref  # [M,R]
+    res = torch.where(ok[:, None], val[:, None] - ref, torch.zeros_like(ref))
     gu, gv = duv[:, 0], duv[:, 1]
     proj = torch.stack([gu * fx / zs, gv * fy / zs, -(gu * fx * x + gv * fy * y) / (zs * zs)], -1)[:, None, :]
-    scale = _scale(parts, weights, lam) * ok.to(z.dtype)
+    scale = _scale(parts, None, lam) * ok.to(z.dtype)
+    if weights is not None:  # per-row confidences: folded into the rows and their projections
+        wr = weights.to(z.dtype)
+        wr = wr[:, None] if wr.dim() == 1 else wr
+        res = res * wr
+        proj = proj * wr[..., None]
+    else:
+        proj = proj.expand(-1, ref.shape[1], -1)
     return _data_block("photo", parts, res, proj, scale, jacobian)
 
 

@@ -53,8 +53,8 @@ def rigid_icp(points: torch.Tensor, normals: torch.Tensor, live: LiveGeometry, i
     """Rigid point-to-plane ICP with projective association, re-associating every iteration.
 
     points / normals [M,3] (float64 torch, camera frame): the model warped by the current motion.
-    photo: None or (live intensity [H,W], [(reference intensity [M], validity [M] float, lambda), ...],
-    huber threshold) to add photometric terms over the depth-associated points.
+    photo: None or (live intensity [H,W], reference intensities [M,R], validity [M,R] float, lambdas [R],
+    huber threshold) to add the photometric term over the depth-associated points.
     Returns (R [3,3], t [3], info) with the model best aligned as R p + t; the identity when fewer than
     `min_correspondences` matches are found (info["ok"] False).
     """
@@ -87,22 +87,23 @@ def rigid_icp(points: torch.Tensor, normals: torch.Tensor, live: LiveGeometry, i
         qn = ln[torch.from_numpy(corr[ok])].to(dt)
         res0 = ((cur[sel] - q) * qn).sum(1)
         conf = huber_confidence(res0, huber_delta)
-        pterms = []
+        pterm = None
         if photo is not None:
-            image, refs, huber_c = photo
+            image, refs, valid, lams, huber_c = photo
             z = cur[sel][:, 2].clamp_min(1e-6)
             k = live.intrinsics
             uv = torch.stack([k.fx * cur[sel][:, 0] / z + k.cx, k.fy * cur[sel][:, 1] / z + k.cy], -1)
             val, _, inside = sample_bilinear_t(image, uv)
-            for ref, valid, lam_c in refs:
-                mi = ref[sel]
-                pc = huber_confidence(torch.where(inside, val - mi, torch.zeros_like(val)), huber_c) * valid[sel]
-                pterms.append((mi, pc, lam_c))
+            mi = refs[sel]
+            pc = huber_confidence(torch.where(inside[:, None], val[:, None].to(mi.dtype) - mi, torch.zeros_like(mi)),
+                                  huber_c) * valid[sel]
+            pterm = (mi, pc * lams.to(mi.dtype) ** 0.5)
 
-        def residuals(rr, tt, jac, p=p, a=a, w=w, q=q, qn=qn, conf=conf, pterms=pterms):
+        def residuals(rr, tt, jac, p=p, a=a, w=w, q=q, qn=qn, conf=conf, pterm=pterm):
             parts = warp_parts(p, a, w, origin, rr, tt)
             out = [point_to_plane_term(parts, q, qn, conf, 1.0, jac)]
-            out += [photometric_term(parts, photo[0], mi, live.intrinsics, pc, lam_c, jac) for mi, pc, lam_c in pterms]
+            if pterm is not None:
+                out.append(photometric_term(parts, photo[0], pterm[0], live.intrinsics, pterm[1], 1.0, jac))
             return out
 
         out = gauss_newton(residuals, r, t, cfg)

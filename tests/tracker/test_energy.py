@@ -151,4 +151,4 @@ def test_bilinear_sampling_and_intensity():
     color = torch.zeros(5, 5, 3, dtype=torch.uint8)
     color[..., 1] = 255
     gray = intensity_image_t(color, 1.0)
-    np.testing.assert_allclose(gray.numpy(), 0.587, atol=1e-12)  # blur keeps a constant image constant
+    np.testing.assert_allclose(gray.numpy(), 0.587, atol=1e-6)  # blur keeps a constant image constant
