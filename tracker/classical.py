@@ -20,6 +20,8 @@ State: the previous tracked frame's intensity image (the photometric reference);
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 
 import numpy as np
@@ -63,6 +65,10 @@ class ClassicalTrackerConfig:
     linear_solver, pcg_iterations, pcg_tol: solver settings (tracker/solver.py).
     min_relative_decrease: stop the non-rigid iterations when a step lowers the energy by less than this
       fraction; max_retries: LM retries (with more damping) of a step that raised the energy.
+    threads: torch and numba threads used while a frame is tracked (restored afterwards; 0 = leave them
+      as they are). The tracker's arrays are small (a few thousand rows): on 2 cores, and worse on a loaded
+      machine, multi-threaded torch and numba (two OpenMP pools spinning against each other) made it 5-20x
+      slower than one thread.
     seed: seed of the model sub-sampling.
     """
 
@@ -93,6 +99,7 @@ class ClassicalTrackerConfig:
     pcg_tol: float = 1e-4
     min_relative_decrease: float = 0.01
     max_retries: int = 2
+    threads: int = 1
     seed: int = 0
 
 
@@ -108,6 +115,31 @@ class Correspondences:
     target_uv: np.ndarray
     target_depth: np.ndarray
     weights: np.ndarray
+
+
+@contextmanager
+def limited_threads(n: int) -> Iterator[None]:
+    """Run the body with n torch intra-op threads and n numba threads (this thread), then restore them.
+    n <= 0: change nothing."""
+    if n <= 0:
+        yield
+        return
+    import numba
+
+    t_old = torch.get_num_threads()
+    n_old = numba.get_num_threads()
+    n_new = max(1, min(n, numba.config.NUMBA_NUM_THREADS))
+    try:
+        if t_old != n:
+            torch.set_num_threads(n)
+        if n_old != n_new:
+            numba.set_num_threads(n_new)
+        yield
+    finally:
+        if torch.get_num_threads() != t_old:
+            torch.set_num_threads(t_old)
+        if numba.get_num_threads() != n_old:
+            numba.set_num_threads(n_old)
 
 
 def sample_bilinear_t_uv(image: torch.Tensor, points: torch.Tensor,
@@ -145,10 +177,11 @@ class ClassicalTracker:
 
     def estimate_with_correspondences(self, inp: TrackingInput, corr: Correspondences | None) -> TrackingResult:
         """`estimate` plus the NNRT 2D / depth terms over the given correspondences (when not None)."""
-        try:
-            return self._estimate(inp, corr)
-        except (np.linalg.LinAlgError, FloatingPointError, RuntimeError) as e:  # numerical failure: skip frame
-            return TrackingResult(inp.prev_motion, ok=False, message=f"tracking failed: {e}", stats={})
+        with limited_threads(self.config.threads):
+            try:
+                return self._estimate(inp, corr)
+            except (np.linalg.LinAlgError, FloatingPointError, RuntimeError) as e:  # numerical failure: skip frame
+                return TrackingResult(inp.prev_motion, ok=False, message=f"tracking failed: {e}", stats={})
 
     # ------------------------------------------------------------------------------------------
     def _select(self, inp: TrackingInput) -> np.ndarray | str:
