@@ -38,7 +38,7 @@ COMMANDS: list[Command] = [
     Command("eval-tracking", "EPE 3D / graph error on a DeepDeform-layout folder", "app.commands.eval_tracking", "#4 neural tracker"),
     Command("lpdc", "LPDC 4D reconstruction of a point-cloud / mesh sequence", "app.commands.lpdc", "#7 LPDC"),
     Command("deform", "implicit feature-matching deformation of SRC toward TGT", "app.commands.deform", "#8 feature matching"),
-    Command("match", "DiffuMatch shape matching SRC -> TGT", None, "#9 DiffuMatch"),
+    Command("match", "DiffuMatch shape matching SRC -> TGT", "app.commands.match", "#9 DiffuMatch"),
     Command("compress", "NeuralQAAD compression of point clouds", "app.commands.compress", "#6 NeuralQAAD"),
     Command("decompress", "decompress a .qaad file to PLY clouds", "app.commands.decompress", "#6 NeuralQAAD"),
     Command("train", "train a learned component (tracker, lpdc, featmatch, diffumatch)", "app.commands.train", "#4, #7, #8, #9"),

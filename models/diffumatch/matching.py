@@ -1,0 +1,361 @@
+"""Zero-shot per-pair matching (DiffuMatch) and the two baselines.
+
+Conventions (fmaps.py): shape 1 = source, shape 2 = target; FM_12 [k2, k1]; the output is p2p_21 [n2]
+(for each target vertex, its source vertex).
+
+DiffuMatch (per pair, no training data of the pair): a DiffusionNet-style feature net is optimised on
+decimated copies of both shapes so that the FMReg maps FM_12 and FM_21 (k = 30, FMReg mask derived from
+the prior) follow the diffusion prior through the SDS gradient, with bijectivity (FM_12 FM_21 = I) and
+the proper-map term ||FM - FM(p2p(FM))||^2; the net then runs once on the full shapes, FMReg gives the
+30 x 30 map and ZoomOut refines it to `k_final`.
+Baselines: `wks_zoomout` (WKS descriptors, closed-form regularised solve with the Laplacian mask,
+ZoomOut; no learning) and `deep_fm` (the same per-pair optimisation without the prior: Laplacian mask
+and the classical orthogonality + bijectivity + proper losses).
+
+Panel-friendly: every entry point takes `progress(fraction, message)` and `cancel() -> bool`.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+
+from fusion.errors import NRStudioError
+
+from . import fmaps
+from .network import DiffusionNet, ShapeOps, fmreg, input_channels
+from .prior import Denoiser, sds_loss
+from .spectral import SpectralConfig, SpectralShape, prepare_shape
+
+Progress = Callable[[float, str], None]
+Cancel = Callable[[], bool]
+
+
+class MatchCancelled(NRStudioError):
+    """The caller's cancel() returned True during matching."""
+
+    exit_code = 130
+
+
+@dataclass(frozen=True)
+class MatchConfig:
+    """Options of the per-pair matching (all three methods share the spectral settings)."""
+
+    k: int = 30
+    """size of the FMReg / prior maps (the prior's k)."""
+    k_diff: int = 64
+    """eigenpairs used by the network's diffusion and by its WKS input."""
+    k_final: int = 90
+    """ZoomOut's final map size."""
+    zoomout_step: int = 3
+    zoomout_sub: int = 2000
+    """vertices per shape used during ZoomOut iterations (final p2p on all)."""
+    n_opt_vertices: int = 1500
+    """decimated size of each shape during the network optimisation."""
+    input: str = "wks+xyz"
+    """network input: 'wks', 'xyz' or 'wks+xyz'."""
+    width: int = 48
+    n_blocks: int = 3
+    c_out: int = 48
+    steps: int = 250
+    lr: float = 2e-3
+    lam: float = 1.0
+    """FMReg regularisation weight."""
+    w_sds: float = 1.0
+    sds_sigma_min: float = 0.02
+    sds_sigma_max: float = 0.3
+    sds_samples: int = 4
+    w_bij: float = 1.0
+    w_orth: float = 0.0
+    w_proper: float = 1.0
+    mask: str = "prior"
+    """'prior' (derived from the denoiser) or 'laplacian' (resolvent mask)."""
+    n_wks_baseline: int = 100
+    lam_baseline: float = 1e-2
+    seed: int = 0
+    device: str = "auto"
+
+
+def deep_baseline_config(cfg: MatchConfig) -> MatchConfig:
+    """The deep functional map without the prior: no SDS, Laplacian mask, orthogonality loss on."""
+    return replace(cfg, w_sds=0.0, mask="laplacian", w_orth=1.0)
+
+
+@dataclass
+class PreparedShape:
+    """A shape ready for matching: the full SpectralShape and a decimated one used while optimising."""
+
+    full: SpectralShape
+    low: SpectralShape
+    name: str = "shape"
+
+
+@dataclass
+class MatchResult:
+    """p2p_21 int64 [n2] (target vertex -> source vertex), FM_12 [k_final, k_final], seconds, losses;
+    p2p_21_init: the map of the k x k functional map before ZoomOut."""
+
+    p2p_21: np.ndarray
+    FM_12: np.ndarray
+    seconds: float
+    history: list[float] = field(default_factory=list)
+    p2p_21_init: np.ndarray | None = None
+
+
+def _decimate(verts: np.ndarray, faces: np.ndarray, n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    if len(verts) <= n:
+        return verts, faces
+    if len(faces) == 0:
+        idx = np.sort(np.random.default_rng(seed).choice(len(verts), n, replace=False))
+        return verts[idx], faces
+    import open3d as o3d
+
+    m = o3d.geometry.TriangleMesh(o3d.utility.Vector3dVector(verts), o3d.utility.Vector3iVector(faces.astype(np.int32)))
+    m = m.simplify_quadric_decimation(target_number_of_triangles=2 * n)
+    m.remove_degenerate_triangles()
+    m.remove_unreferenced_vertices()
+    return np.asarray(m.vertices), np.asarray(m.triangles, dtype=np.int64)
+
+
+def prepare(verts: np.ndarray, faces: np.ndarray | None, cfg: MatchConfig = MatchConfig(), name: str = "shape") -> PreparedShape:
+    """Spectral pre-processing (disk-cached) of a mesh or cloud at full and decimated resolution.
+
+    verts float [V, 3], faces int [F, 3] or None for a point cloud. InputError on bad geometry.
+    """
+    f = np.zeros((0, 3), np.int64) if faces is None else np.asarray(faces, np.int64).reshape(-1, 3)
+    k_full = max(cfg.k_final, cfg.k_diff, cfg.k) + 1
+    full = prepare_shape(verts, f, SpectralConfig(k=k_full), name=name)
+    lv, lf = _decimate(np.asarray(verts, np.float64), f, cfg.n_opt_vertices, cfg.seed)
+    low = prepare_shape(lv, lf, SpectralConfig(k=max(cfg.k_diff, cfg.k)), name=f"{name} (decimated)")
+    return PreparedShape(full, low, name)
+
+
+def _device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def _refine(FM_12: np.ndarray, s1: SpectralShape, s2: SpectralShape, cfg: MatchConfig) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(cfg.seed)
+    sub = (np.sort(rng.choice(s1.n, min(cfg.zoomout_sub, s1.n), replace=False)),
+           np.sort(rng.choice(s2.n, min(cfg.zoomout_sub, s2.n), replace=False)))
+    return fmaps.zoomout(FM_12, s1.evecs, s2.evecs, cfg.k_final, cfg.zoomout_step, sub=sub)
+
+
+def wks_zoomout(P1: PreparedShape, P2: PreparedShape, cfg: MatchConfig = MatchConfig(),
+                progress: Progress | None = None, cancel: Cancel | None = None) -> MatchResult:
+    """Baseline without learning: WKS descriptors, regularised solve (Laplacian mask), ZoomOut."""
+    from .spectral import wks
+
+    t0 = time.perf_counter()
+    s1, s2 = P1.full, P2.full
+    k = cfg.k
+    d1 = wks(s1.evals, s1.evecs, cfg.n_wks_baseline)
+    d2 = wks(s2.evals, s2.evecs, cfg.n_wks_baseline)
+    # unit L2(M) norm per descriptor on each shape
+    d1 = d1 / np.sqrt((s1.mass[:, None] * d1**2).sum(0))
+    d2 = d2 / np.sqrt((s2.mass[:, None] * d2**2).sum(0))
+    A = s1.evecs[:, :k].T @ (s1.mass[:, None] * d1)
+    B = s2.evecs[:, :k].T @ (s2.mass[:, None] * d2)
+    mask = fmaps.laplacian_mask(s1.evals[:k], s2.evals[:k])
+    C = fmaps.solve_fm(A, B, mask, cfg.lam_baseline)
+    if progress:
+        progress(0.3, "WKS map solved; ZoomOut")
+    if cancel and cancel():
+        raise MatchCancelled("matching cancelled")
+    FM, p2p = _refine(C, s1, s2, cfg)
+    if progress:
+        progress(1.0, "done")
+    return MatchResult(p2p, FM, time.perf_counter() - t0, [], fmaps.fm_to_p2p(C, s1.evecs, s2.evecs))
+
+
+def _normalise(F: torch.Tensor, ops: ShapeOps) -> torch.Tensor:
+    return F / torch.sqrt((ops.mass[:, None] * F**2).sum(0, keepdim=True) + 1e-12)
+
+
+def _masks(cfg: MatchConfig, prior: Denoiser | None, o1: ShapeOps, o2: ShapeOps) -> tuple[torch.Tensor, torch.Tensor]:
+    k = cfg.k
+    if cfg.mask == "prior":
+        if prior is None:
+            raise ValueError("mask='prior' needs a prior")
+        m = prior.mask.to(o1.evecs.device)
+        if m.abs().sum() == 0:  # a checkpoint without a stored mask
+            from .prior import prior_mask
+
+            m = prior_mask(prior, generator=torch.Generator().manual_seed(cfg.seed)).to(o1.evecs.device)
+        return m, m.T.contiguous()
+    e1, e2 = o1.evals[:k].cpu().numpy(), o2.evals[:k].cpu().numpy()
+    m12 = torch.as_tensor(fmaps.laplacian_mask(e1, e2), dtype=torch.float32, device=o1.evecs.device)
+    m21 = torch.as_tensor(fmaps.laplacian_mask(e2, e1), dtype=torch.float32, device=o1.evecs.device)
+    return m12 / m12.mean(), m21 / m21.mean()
+
+
+def _proper(C: torch.Tensor, oa: ShapeOps, ob: ShapeOps, k: int) -> torch.Tensor:
+    """FM(p2p(C)) for C = FM_ab [k, k] on the given shapes (no gradient): the nearest proper map."""
+    Cn = C.detach().cpu().numpy()
+    ea, eb = oa.evecs[:, :k].cpu().numpy(), ob.evecs[:, :k].cpu().numpy()
+    p2p_ba = fmaps.fm_to_p2p(Cn, ea, eb)
+    P = fmaps.p2p_to_fm(p2p_ba, ea, eb, ob.mass.cpu().numpy())
+    return torch.as_tensor(P, dtype=C.dtype, device=C.device)
+
+
+def optimise_features(P1: PreparedShape, P2: PreparedShape, cfg: MatchConfig, prior: Denoiser | None,
+                      progress: Progress | None = None, cancel: Cancel | None = None) -> tuple[DiffusionNet, list[float]]:
+    """Per-pair optimisation of a fresh feature net on the decimated shapes; returns (net, loss history).
+
+    Loss = w_sds (SDS(FM_12) + SDS(FM_21)) + w_bij ||FM_12 FM_21 - I||^2 + w_orth (||FM^T FM - I||^2 both
+    ways) + w_proper (||FM_12 - FM(p2p(FM_12))||^2 + same for 21). SDS needs `prior`.
+    """
+    dev = _device(cfg.device)
+    torch.manual_seed(cfg.seed)
+    gen = torch.Generator().manual_seed(cfg.seed)
+    o1 = ShapeOps.from_shape(P1.low, cfg.k_diff, device=dev)
+    o2 = ShapeOps.from_shape(P2.low, cfg.k_diff, device=dev)
+    net = DiffusionNet(input_channels(cfg.input), cfg.c_out, cfg.width, cfg.n_blocks).to(dev)
+    opt = torch.optim.Adam(net.parameters(), lr=cfg.lr)
+    m12, m21 = _masks(cfg, prior, o1, o2)
+    x1, x2 = o1.inputs(cfg.input), o2.inputs(cfg.input)
+    k = cfg.k
+    eye = torch.eye(k, device=dev)
+    if prior is not None:
+        prior = prior.to(dev)
+    hist: list[float] = []
+    for step in range(cfg.steps):
+        if cancel and cancel():
+            raise MatchCancelled("matching cancelled")
+        F1 = _normalise(net(x1, o1), o1)
+        F2 = _normalise(net(x2, o2), o2)
+        C12 = fmreg(F1, F2, o1, o2, k, m12, cfg.lam)
+        C21 = fmreg(F2, F1, o2, o1, k, m21, cfg.lam)
+        loss = cfg.w_bij * (((C12 @ C21 - eye) ** 2).sum() + ((C21 @ C12 - eye) ** 2).sum())
+        if cfg.w_orth:
+            loss = loss + cfg.w_orth * (((C12.T @ C12 - eye) ** 2).sum() + ((C21.T @ C21 - eye) ** 2).sum())
+        if cfg.w_proper:
+            loss = loss + cfg.w_proper * (((C12 - _proper(C12, o1, o2, k)) ** 2).sum() + ((C21 - _proper(C21, o2, o1, k)) ** 2).sum())
+        if cfg.w_sds and prior is not None:
+            loss = loss + cfg.w_sds * sds_loss(prior, torch.stack([C12, C21]), cfg.sds_sigma_min, cfg.sds_sigma_max,
+                                               cfg.sds_samples, gen) * 2
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        hist.append(float(loss.detach()))
+        if progress and (step % 10 == 0 or step == cfg.steps - 1):
+            progress(0.05 + 0.8 * (step + 1) / cfg.steps, f"optimising features: step {step + 1}/{cfg.steps}, loss {hist[-1]:.3f}")
+    return net, hist
+
+
+def match_pair(P1: PreparedShape, P2: PreparedShape, cfg: MatchConfig = MatchConfig(), prior: Denoiser | None = None,
+               progress: Progress | None = None, cancel: Cancel | None = None) -> MatchResult:
+    """Deep functional-map matching of a prepared pair: DiffuMatch when `prior` is given and cfg.w_sds > 0,
+    the deep baseline with `deep_baseline_config(cfg)` and prior None. Returns p2p_21 on the full shapes."""
+    t0 = time.perf_counter()
+    if progress:
+        progress(0.02, "optimising features")
+    net, hist = optimise_features(P1, P2, cfg, prior, progress, cancel)
+    dev = _device(cfg.device)
+    o1 = ShapeOps.from_shape(P1.full, cfg.k_diff, device=dev)
+    o2 = ShapeOps.from_shape(P2.full, cfg.k_diff, device=dev)
+    m12, _ = _masks(cfg, prior, o1, o2)
+    with torch.no_grad():
+        F1 = _normalise(net(o1.inputs(cfg.input), o1), o1)
+        F2 = _normalise(net(o2.inputs(cfg.input), o2), o2)
+        C12 = fmreg(F1, F2, o1, o2, cfg.k, m12, cfg.lam).cpu().numpy().astype(np.float64)
+    if cancel and cancel():
+        raise MatchCancelled("matching cancelled")
+    if progress:
+        progress(0.9, "ZoomOut refinement")
+    FM, p2p = _refine(C12, P1.full, P2.full, cfg)
+    if progress:
+        progress(1.0, "done")
+    init = fmaps.fm_to_p2p(C12, P1.full.evecs, P2.full.evecs)
+    return MatchResult(p2p, FM, time.perf_counter() - t0, hist, init)
+
+
+def diffumatch(P1: PreparedShape, P2: PreparedShape, prior: Denoiser, cfg: MatchConfig = MatchConfig(),
+               progress: Progress | None = None, cancel: Cancel | None = None) -> MatchResult:
+    """DiffuMatch zero-shot matching of source P1 to target P2 (p2p_21: target vertex -> source vertex)."""
+    return match_pair(P1, P2, cfg, prior, progress, cancel)
+
+
+def deep_fm(P1: PreparedShape, P2: PreparedShape, cfg: MatchConfig = MatchConfig(),
+            progress: Progress | None = None, cancel: Cancel | None = None) -> MatchResult:
+    """Baseline: the same deep functional map optimisation without the prior (classical regularisers)."""
+    return match_pair(P1, P2, deep_baseline_config(cfg), None, progress, cancel)
+
+
+def match_files(src: str | Path, tgt: str | Path, cfg: MatchConfig, prior: Denoiser, gt_file: str | Path | None = None,
+                gt_identity: bool = False, baselines: bool = True, n_eval: int | None = 2000,
+                progress: Progress | None = None, cancel: Cancel | None = None) -> dict:
+    """Match two mesh / cloud files (source, target) with DiffuMatch and, with `baselines`, WKS + ZoomOut
+    and the deep functional map without the prior; evaluate against a ground-truth p2p_21 file or the
+    identity (same vertex count) when given.
+
+    Returns {"p2p_21": int64 [n_target], "geodesic_error": float | None (mean geodesic distance on the
+    source between predicted and true match / sqrt(source area)), "seconds": float (DiffuMatch matching
+    time, preprocessing excluded), "geodesic_error_median", "geodesic_error_before_zoomout" (of the
+    k x k map's own p2p), "preprocess_seconds", "n_eval", "n_source", "n_target", "final_loss",
+    "baselines": {"wks_zoomout": {...}, "deep_fm": {...}} with the same per-method keys}.
+    InputError for unreadable files or a ground truth that does not fit the shapes.
+    """
+    from fusion.errors import InputError
+    from models.common.io import load_mesh
+
+    from .evaluation import geodesic_errors_on
+    from .gtmaps import read_p2p
+
+    def sub(lo: float, hi: float) -> Progress | None:
+        return None if progress is None else (lambda f, m: progress(lo + (hi - lo) * f, m))
+
+    t0 = time.perf_counter()
+    m1, m2 = load_mesh(src), load_mesh(tgt)
+    gt = None
+    if gt_identity:
+        if len(m1.vertices) != len(m2.vertices):
+            raise InputError(f"--gt-identity: {src} has {len(m1.vertices)} vertices and {tgt} {len(m2.vertices)}")
+        gt = np.arange(len(m2.vertices))
+    elif gt_file is not None:
+        gt = read_p2p(gt_file, len(m2.vertices), len(m1.vertices))
+    if progress:
+        progress(0.0, "spectral pre-processing")
+    P1 = prepare(m1.vertices, m1.faces, cfg, name=str(src))
+    P2 = prepare(m2.vertices, m2.faces, cfg, name=str(tgt))
+    t_prep = time.perf_counter() - t0
+    n_methods = 3 if baselines else 1
+    res = {"diffumatch": diffumatch(P1, P2, prior, cfg, sub(0.05, 0.05 + 0.85 / n_methods), cancel)}
+    if baselines:
+        res["wks_zoomout"] = wks_zoomout(P1, P2, cfg, sub(0.05 + 0.85 / 3, 0.05 + 0.85 / 3 + 0.05), cancel)
+        res["deep_fm"] = deep_fm(P1, P2, cfg, sub(0.05 + 0.85 / 3 + 0.05, 0.9), cancel)
+    errs: dict = {}
+    if gt is not None:
+        if progress:
+            progress(0.92, "geodesic errors")
+        # the prepared source has unit area: its distances are already divided by sqrt(area)
+        preds = {k: r.p2p_21 for k, r in res.items()}
+        preds.update({f"{k}/init": r.p2p_21_init for k, r in res.items() if r.p2p_21_init is not None})
+        errs = geodesic_errors_on(P1.full.verts, P1.full.faces, 1.0, gt, preds, n_eval, cfg.seed)
+    if progress:
+        progress(1.0, "done")
+
+    def fig(name: str) -> dict:
+        return {"geodesic_error": errs[name]["mean"] if errs else None,
+                "geodesic_error_median": errs[name]["median"] if errs else None,
+                "geodesic_error_before_zoomout": errs[f"{name}/init"]["mean"] if f"{name}/init" in errs else None,
+                "seconds": res[name].seconds}
+
+    out = {
+        "p2p_21": res["diffumatch"].p2p_21,
+        **fig("diffumatch"),
+        "preprocess_seconds": t_prep,
+        "n_eval": next(iter(errs.values()))["n_eval"] if errs else 0,
+        "n_source": len(m1.vertices),
+        "n_target": len(m2.vertices),
+        "final_loss": res["diffumatch"].history[-1] if res["diffumatch"].history else None,
+    }
+    if baselines:
+        out["baselines"] = {"wks_zoomout": fig("wks_zoomout"), "deep_fm": fig("deep_fm")}
+    return out
