@@ -94,7 +94,8 @@ def run(args: argparse.Namespace) -> int:
         fps = st.get("fused_fps")
         print(f"fusion {fps:.2f} frames/s" if fps else "fusion: -", "| stage ms (median):",
               ", ".join(f"{k} {v:.0f}" for k, v in (st.get("stage_ms_median") or {}).items()),
-              f"| UI thread: longest gap {res['ui_max_gap_ms']:.0f} ms, p99 {res['ui_p99_gap_ms']:.0f} ms")
+              f"| UI thread: longest gap {res['ui_max_gap_ms']:.0f} ms, median {res['ui_median_gap_ms']:.0f} ms, "
+              f"{100 * res['ui_blocked_share']:.1f}% of the time in gaps > 100 ms")
         if args.report is not None:
             from app.report import write_report
 

@@ -249,6 +249,7 @@ class MainWindow(QtWidgets.QMainWindow):
         c.stopRequested.connect(lambda: self.host.send("stop"))
         c.resetRequested.connect(self.reset_reconstruction)
         c.log.connect(self.log)
+        self.depth_view.rangeChanged.connect(lambda rng: self.host.send("set_depth_range", {"range": rng}))
         self.capture_dock.captureRequested.connect(lambda every, times: self.host.send("capture", {"every": every, "times": times}))
         self.capture_dock.cancelSeriesRequested.connect(lambda: self.host.send("cancel_series"))
         self.capture_dock.log.connect(self.log)
@@ -383,8 +384,8 @@ class MainWindow(QtWidgets.QMainWindow):
         n = fr.get("length")
         self.color_view.set_image(fr["color"], f"{k['width']}x{k['height']}  frame {fr['index'] + 1}"
                                   + (f"/{n}" if n else ""))
-        valid = float((fr["depth"] > 0).mean())
-        self.depth_view.set_depth(fr["depth"], f"{100 * valid:.0f}% valid")
+        self.depth_view.set_depth(fr["depth"], f"{100 * fr['valid_fraction']:.0f}% valid", fr.get("depth_rgb"),
+                                  fr.get("depth_range"))
         self.transport.set_position(fr["index"], fr["timestamp_s"])
         self._update_overlay()
 
@@ -528,14 +529,25 @@ class MainWindow(QtWidgets.QMainWindow):
     # ---------------------------------------------------------------- scripted runs (`nrstudio gui --frames`)
     def wait_until(self, cond: Callable[[], bool], timeout_s: float) -> bool:
         """Run the event loop until `cond()` holds or `timeout_s` passes; True if it holds."""
-        loop = QtCore.QEventLoop()
+        if cond():
+            return True
         deadline = time.monotonic() + timeout_s
-        while not cond():
-            if time.monotonic() > deadline:
-                return False
-            loop.processEvents(QtCore.QEventLoop.ProcessEventsFlag.AllEvents, 20)
-            time.sleep(0.005)
-        return True
+        loop = QtCore.QEventLoop()
+        result = {"ok": False}
+
+        def check() -> None:
+            if cond():
+                result["ok"] = True
+                loop.quit()
+            elif time.monotonic() > deadline:
+                loop.quit()
+
+        timer = QtCore.QTimer()
+        timer.timeout.connect(check)
+        timer.start(10)
+        loop.exec()  # a real event loop: timers, paints and queued signals run as in app.exec()
+        timer.stop()
+        return result["ok"]
 
     def replay_frames(self, spec: str, frames: int, settings: ReconSettings | None = None,
                       timeout_s: float = 600.0, capture_every: int = 0) -> dict:
@@ -555,6 +567,7 @@ class MainWindow(QtWidgets.QMainWindow):
             return {"ok": False, "error": self.errors[-1][1]}
         before = self.mesh_updates
         gaps: list[float] = []  # UI-thread responsiveness: gaps between ticks of a 10 ms timer
+        t_start = time.perf_counter()
         last = [time.perf_counter()]
 
         def tick() -> None:
@@ -581,7 +594,9 @@ class MainWindow(QtWidgets.QMainWindow):
                "frames_fused": self.last_stats.get("frames_fused", 0), "mesh_updates": self.mesh_updates,
                "captures": len(self.captures), "stats": self.last_stats,
                "ui_max_gap_ms": 1e3 * max(gaps) if gaps else None,
-               "ui_p99_gap_ms": 1e3 * float(np.percentile(gaps, 99)) if gaps else None}
+               "ui_median_gap_ms": 1e3 * float(np.median(gaps)) if gaps else None,
+               "ui_blocked_share": (sum(g for g in gaps if g > 0.1) / max(time.perf_counter() - t_start, 1e-9))
+               if gaps else None}
         if len(self.errors) > n_err:
             out["error"] = self.errors[-1][1]
         elif not ok:

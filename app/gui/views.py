@@ -12,9 +12,9 @@ from typing import Any
 
 import numpy as np
 import pyqtgraph as pg
-from PySide6 import QtGui, QtWidgets
+from PySide6 import QtCore, QtGui, QtWidgets
 
-from fusion.preview import colormap_turbo, depth_to_rgb
+from fusion.preview import colormap_turbo
 
 BACKGROUND = (30, 32, 36)
 
@@ -103,9 +103,36 @@ class ImageView(QtWidgets.QWidget):
             self.overlay.setData(uv[:, 0] + 0.5, uv[:, 1] + 0.5)
 
 
+_TURBO_LUT = colormap_turbo(np.linspace(0.0, 1.0, 256))
+
+
+def auto_depth_range(depth: np.ndarray) -> tuple[float, float] | None:
+    """(2nd, 98th) percentile of the valid depths (float32 [H, W] metres, 0 = invalid) from a subsample of
+    at most ~20k pixels; None when nothing is valid."""
+    v = depth[depth > 0]
+    if v.size == 0:
+        return None
+    lo, hi = np.percentile(v[:: max(1, v.size // 20000)], [2, 98])
+    return float(lo), float(max(hi, lo + 1e-3))
+
+
+def colorize_depth(depth: np.ndarray, near: float, far: float) -> np.ndarray:
+    """Turbo colors (256-entry table of fusion.preview.colormap_turbo) of depth float32 [H, W] metres over
+    [near, far]; invalid pixels (0) black. uint8 [H, W, 3]. Cheap enough to run per frame off the UI thread."""
+    d = np.asarray(depth, np.float32)
+    scale = 255.0 / max(far - near, 1e-6)
+    idx = np.clip((d - near) * scale, 0, 255).astype(np.uint8)
+    rgb = _TURBO_LUT[idx]
+    rgb[d <= 0] = 0
+    return rgb
+
+
 class DepthView(ImageView):
-    """A depth image colorised with turbo over a range: automatic (2nd..98th percentile) or dragged on the
-    color bar; invalid pixels black."""
+    """A depth image colorised with turbo over a range: automatic (2nd..98th percentile of each frame) or
+    dragged on the color bar; invalid pixels black. The per-frame colors come precomputed from the worker
+    (`set_depth(depth, rgb, range)`); `rangeChanged` tells the app when the user fixes or frees the range."""
+
+    rangeChanged = QtCore.Signal(object)  # (near, far) metres, or None = automatic
 
     def __init__(self, title: str = "Depth", parent: QtWidgets.QWidget | None = None) -> None:
         super().__init__(title, parent)
@@ -119,7 +146,7 @@ class DepthView(ImageView):
                                    label="m")
         self.glw.addItem(self.bar, row=0, col=1)
         self.bar.sigLevelsChangeFinished.connect(self._bar_changed)
-        self.auto_box.toggled.connect(lambda on: self._redraw())
+        self.auto_box.toggled.connect(self._auto_toggled)
         self._depth: np.ndarray | None = None
         self._setting = False
 
@@ -129,31 +156,44 @@ class DepthView(ImageView):
         lo, hi = self.bar.levels()
         return float(lo), float(hi)
 
+    def _set_levels(self, rng: tuple[float, float]) -> None:
+        self._setting = True
+        self.bar.setLevels(rng)
+        self._setting = False
+
     def _bar_changed(self) -> None:
-        if not self._setting:
-            self.auto_box.setChecked(False)
-            self._redraw()
-
-    def set_depth(self, depth: np.ndarray, info: str = "") -> None:
-        """Show float32 depth [H, W] metres (0 = invalid)."""
-        self._depth = depth
-        self._redraw(info)
-
-    def _redraw(self, info: str | None = None) -> None:
-        d = self._depth
-        if d is None:
+        if self._setting:
             return
+        self.auto_box.blockSignals(True)
+        self.auto_box.setChecked(False)
+        self.auto_box.blockSignals(False)
+        self.rangeChanged.emit(self.depth_range)
+        self._recolor()
+
+    def _auto_toggled(self, on: bool) -> None:
+        self.rangeChanged.emit(None if on else self.depth_range)
+        self._recolor()
+
+    def _recolor(self) -> None:
+        """Re-color the frame on screen after a range change (once, on the UI thread)."""
+        if self._depth is None:
+            return
+        rng = auto_depth_range(self._depth) if self.auto_box.isChecked() else self.depth_range
+        if rng is not None:
+            self._set_levels(rng)
+            self.set_image(colorize_depth(self._depth, *rng), self.header.info.text())
+
+    def set_depth(self, depth: np.ndarray, info: str = "", rgb: np.ndarray | None = None,
+                  rng: tuple[float, float] | None = None) -> None:
+        """Show float32 depth [H, W] metres (0 = invalid); rgb / rng: its colors over range `rng` when already
+        computed (the worker does it); otherwise they are computed here."""
+        self._depth = depth
+        if rgb is None or rng is None:
+            rng = (auto_depth_range(depth) if self.auto_box.isChecked() else self.depth_range) or self.depth_range
+            rgb = colorize_depth(depth, *rng)
         if self.auto_box.isChecked():
-            v = d[d > 0]
-            if v.size:
-                lo, hi = np.percentile(v[:: max(1, v.size // 20000)], [2, 98])
-                if hi - lo < 1e-3:
-                    hi = lo + 1e-3
-                self._setting = True
-                self.bar.setLevels((float(lo), float(hi)))
-                self._setting = False
-        lo, hi = self.depth_range
-        self.set_image(depth_to_rgb(d, lo, hi), self.header.info.text() if info is None else info)
+            self._set_levels(rng)
+        self.set_image(rgb, info)
 
 
 # ----------------------------------------------------------------------------------------------------------

@@ -213,7 +213,7 @@ class PipelineWorker(QtCore.QObject):
 
     Commands (slot `command(name, payload)`): open {spec, options}, play {frames: pause after this many},
     pause, step {delta}, seek {index},
-    set_loop {on}, set_speed {speed}, set_realtime {on}, start {settings: ReconSettings}, stop, reset,
+    set_loop {on}, set_speed {speed}, set_realtime {on}, set_depth_range {range: (near, far) | None}, start {settings: ReconSettings}, stop, reset,
     capture {every, times}, cancel_series, export {which, path, cancel: threading.Event}, list_devices,
     set_mesh_period {seconds}.
     """
@@ -244,6 +244,7 @@ class PipelineWorker(QtCore.QObject):
         self.loop = False
         self.realtime = False
         self.speed = 1.0
+        self.depth_range: tuple[float, float] | None = None  # depth colormap range (None: per-frame automatic)
         self.fusing = False
         self.pipeline = None
         self.settings: ReconSettings | None = None
@@ -417,6 +418,10 @@ class PipelineWorker(QtCore.QObject):
     def _cmd_set_realtime(self, p: dict) -> None:
         self.realtime = bool(p.get("on", True))
         self._clock = None
+
+    def _cmd_set_depth_range(self, p: dict) -> None:
+        rng = p.get("range")
+        self.depth_range = None if rng is None else (float(rng[0]), float(rng[1]))
 
     def _cmd_set_mesh_period(self, p: dict) -> None:
         self.mesh_period_s = max(0.0, float(p.get("seconds", 0.4)))
@@ -677,8 +682,13 @@ class PipelineWorker(QtCore.QObject):
         self._position = int(frame.index)
         self._at_end = False
         self._shown_walls.append(time.monotonic())
+        from app.gui.views import auto_depth_range, colorize_depth
+
+        rng = self.depth_range or auto_depth_range(frame.depth) or (0.3, 1.5)
         self.frameReady.emit({"index": int(frame.index), "timestamp_s": float(frame.timestamp_s),
                               "color": frame.color, "depth": frame.depth, "intrinsics": frame.intrinsics.as_dict(),
+                              "depth_rgb": colorize_depth(frame.depth, *rng), "depth_range": rng,
+                              "valid_fraction": float((frame.depth > 0).mean()),
                               "length": self.info.get("length") if self.info else None})
         if self.fusing and self.pipeline is not None:
             self._fuse(frame)

@@ -402,3 +402,30 @@ def test_dialogs_without_a_camera_do_not_block(qtbot, monkeypatch):
     assert not ex.kind["sequence"].isEnabled()
     ex.fmt.setCurrentIndex(ex.fmt.findData("glb"))
     assert ex.request()["path"].endswith("mesh.glb") and ex.request()["which"] == "canonical"
+
+
+def test_depth_colors_match_the_preview_colormap(qtbot):
+    from app.gui.views import DepthView, auto_depth_range, colorize_depth
+    from fusion.preview import depth_to_rgb
+
+    rng = np.random.default_rng(0)
+    d = rng.uniform(0.4, 2.0, (60, 80)).astype(np.float32)
+    d[:5] = 0
+    ours = colorize_depth(d, 0.5, 1.5).astype(int)
+    ref = depth_to_rgb(d, 0.5, 1.5).astype(int)
+    assert np.abs(ours - ref).max() <= 12  # 256-entry table vs the continuous map
+    assert (ours[:5] == 0).all()
+    lo, hi = auto_depth_range(d)
+    assert 0.4 < lo < hi < 2.0
+    assert auto_depth_range(np.zeros((4, 4), np.float32)) is None
+    v = DepthView()
+    qtbot.addWidget(v)
+    v.set_depth(d, "x")
+    got = []
+    v.rangeChanged.connect(got.append)
+    v.auto_box.setChecked(False)
+    v.bar.setLevels((0.6, 1.2))
+    v._bar_changed()  # what dragging the bar ends with
+    assert got[-1] == pytest.approx((0.6, 1.2)) and not v.auto_box.isChecked()
+    v.auto_box.setChecked(True)
+    assert got[-1] is None
