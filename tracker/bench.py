@@ -4,10 +4,13 @@
   at 320x240 (scene seeds >= tracker.data.HELDOUT_SEED_BASE, never drawn in training; speed 2.5-5, frame gap
   8-16: tens of pixels of flow, over 100 px at 640x480), each tracker from the identity; graph errors too;
   epe_ratio = neural / classical (target <= 0.7);
-- corr_ms_640 / corr_ms_320: Phi + Psi on one 640x480 / 320x240 pair, CPU, 2 torch threads (median wall
-  time; the CPU time per call beside it, since wall time on a shared machine includes waiting);
-- fps_320_neural: replay of the bundled synthetic sample through the fusion loop with the neural tracker
-  at 320x240 (one keyframe: the interval is longer than the replay), and its deformation error;
+- corr_ms_640 / corr_ms_320 / corr_ms_160: Phi + Psi on one pair at that size, CPU, 2 torch threads
+  (median wall time), and the same with 1 thread (`_1thread`); corr_cpu_ms_*: the CPU time per call
+  (process time, all threads), since wall time on a shared, loaded machine includes waiting for a core
+  and two OpenMP threads spin against each other there. The tracker runs Phi + Psi at 160x120;
+- fps_320_neural / fps_cpu_320_neural: replay of the bundled synthetic sample through the fusion loop with
+  the neural tracker at 320x240 (one keyframe: the interval is longer than the replay), wall and CPU-time
+  frame rates, and its geometry / deformation errors; the same for the classical tracker beside it;
 - seq017: the real DeepDeform pair 300 -> 600 (no ground-truth flow): mean depth residual of the warped
   source against the target before tracking and after neural / classical tracking.
 
@@ -73,7 +76,7 @@ def corr_timing(width: int, height: int, threads: int = 2, repeats: int = 5, wei
         with torch.no_grad():
             for i in range(repeats + 1):
                 t0, c0 = time.perf_counter(), time.process_time()
-                out = nets.phi(rgb[:1], rgb[1:])
+                out = nets.phi(rgb[:1], rgb[1:], pts[:1, 2:3], pts[1:, 2:3])
                 nets.psi(WeightNet.inputs(rgb[:1], pts[:1], rgb[1:], pts[1:], out.flow), out.features)
                 if i:  # the first call warms up
                     wall.append(1e3 * (time.perf_counter() - t0))
@@ -85,13 +88,23 @@ def corr_timing(width: int, height: int, threads: int = 2, repeats: int = 5, wei
         torch.set_num_threads(old)
 
 
-def replay_neural(n_frames: int, weights: str | None = None) -> dict[str, Any]:
-    """The bundled synthetic sample through the fusion loop with the neural tracker at 320x240."""
+def replay_tracker(name: str, n_frames: int, weights: str | None = None) -> dict[str, Any]:
+    """The bundled synthetic sample through the fusion loop with the "neural" or "classical" tracker at
+    320x240: fps (wall), fps_cpu (frames per second of this process's CPU time, which does not count the
+    time spent waiting for a core on a shared machine), stage times, geometry / deformation errors."""
     from fusion.bench_fusion import replay_figures
+    from tracker.classical import ClassicalTracker
     from tracker.neural import NeuralTracker, NeuralTrackerConfig
 
-    return replay_figures(lambda gt: NeuralTracker(NeuralTrackerConfig(weights=weights, device="cpu")), n_frames,
-                          sizes=((320, 240),), suffix="_neural")
+    def make(gt):
+        if name == "neural":
+            return NeuralTracker(NeuralTrackerConfig(weights=weights, device="cpu"))
+        return ClassicalTracker()
+
+    c0 = time.process_time()
+    out = replay_figures(make, n_frames, sizes=((320, 240),), suffix=f"_{name}")
+    out[f"fps_cpu_320_{name}"] = n_frames / max(time.process_time() - c0, 1e-9)
+    return out
 
 
 def seq017_figures(overlay: str | Path | None = None, weights: str | None = None) -> dict[str, Any] | None:
@@ -135,15 +148,17 @@ def run_bench(quick: bool) -> dict[str, Any]:
     try:
         out: dict[str, Any] = {}
         out.update(epe_figures(3 if quick else 12))
-        t640 = corr_timing(640, 480, 2, 2 if quick else 5)
-        t320 = corr_timing(320, 240, 2, 2 if quick else 5)
-        out["corr_ms_640"] = t640["wall_ms"]
-        out["corr_cpu_ms_640"] = t640["cpu_ms"]
-        out["corr_ms_320"] = t320["wall_ms"]
-        out["corr_cpu_ms_320"] = t320["cpu_ms"]
-        out["phi_parameters"] = t640["phi_parameters"]
-        out["psi_parameters"] = t640["psi_parameters"]
-        out.update(replay_neural(8 if quick else 30))
+        for w, h in ((640, 480), (320, 240), (160, 120)):
+            for threads in (2, 1):
+                t = corr_timing(w, h, threads, 2 if quick else 5)
+                sfx = "" if threads == 2 else "_1thread"
+                out[f"corr_ms_{w}{sfx}"] = t["wall_ms"]
+                out[f"corr_cpu_ms_{w}{sfx}"] = t["cpu_ms"]
+        out["phi_parameters"] = t["phi_parameters"]
+        out["psi_parameters"] = t["psi_parameters"]
+        n = 8 if quick else 30
+        out.update(replay_tracker("neural", n))
+        out.update(replay_tracker("classical", n))
         out["seq017"] = seq017_figures()
         return out
     finally:

@@ -418,8 +418,11 @@ def read_graph_bins(seq: str | Path, obj: str, src: int, tgt: int) -> Deformatio
 def _frame_files(seq: Path, fid: int) -> tuple[Path, Path]:
     from fusion.sources.folders import DEPTH_EXT, IMAGE_EXT
 
-    color = next((seq / "color" / f"{fid:06d}{e}" for e in IMAGE_EXT if (seq / "color" / f"{fid:06d}{e}").is_file()), None)
-    depth = next((seq / "depth" / f"{fid:06d}{e}" for e in DEPTH_EXT if (seq / "depth" / f"{fid:06d}{e}").is_file()), None)
+    def find(sub: str, exts: tuple[str, ...]) -> Path | None:
+        return next((seq / sub / f"{fid:06d}{e}" for e in exts if (seq / sub / f"{fid:06d}{e}").is_file()), None)
+
+    color = find("color", IMAGE_EXT)
+    depth = find("depth", DEPTH_EXT)
     if color is None:
         raise InputError(f"{seq / 'color'}: no color image for frame {fid:06d}")
     if depth is None:

@@ -164,7 +164,9 @@ def solve_motion(points: torch.Tensor, anchors: torch.Tensor, weights: torch.Ten
     nodes_k = nodes[keep_t]
     e = edges.long()[keep_t]
     e = torch.where(e >= 0, new[e.clamp_min(0)], torch.full_like(e, -1))
-    ew = None if edge_weights is None else torch.where(e >= 0, edge_weights[keep_t], torch.zeros_like(edge_weights[keep_t]))
+    ew = None
+    if edge_weights is not None:
+        ew = torch.where(e >= 0, edge_weights[keep_t], torch.zeros_like(edge_weights[keep_t]))
 
     def residuals(r: torch.Tensor, t: torch.Tensor, jac: bool) -> list:
         parts = warp_parts(p, an_s, w_s, nodes_k, r, t)

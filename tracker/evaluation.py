@@ -9,7 +9,8 @@ Pairs come from a DeepDeform-layout folder (`tracker.data.find_pairs`), with the
 present (else a graph built over the source surface), or from synthetic PairSamples.
 
 Pair trackers (`PairTracker`: (PairSample, PairModel) -> GraphMotion or None on failure): "classical"
-(ClassicalTracker from the identity), "neural" (NeuralTracker.track_pair), "identity", and `oracle_tracker`
+(ClassicalTracker from the identity), "neural" (NeuralTracker.track_pair with PAIR_OPTIONS), "identity", and
+`oracle_tracker`
 (the least-squares fit of the graph motion to the ground truth: the floor the graph can reach).
 Also: `depth_residual` (mean |depth of the warped source - target depth| for pairs without ground truth)
 and `overlay_image`.
@@ -46,6 +47,13 @@ class PairModel:
 
 
 PairTracker = Callable[[PairSample, PairModel], "GraphMotion | None"]
+
+#: NeuralTrackerConfig overrides of the pair evaluation: a pair has exactly one keyframe (the source), so
+#: the fusion-loop rule "ignore a keyframe with more than 50 % invalid correspondences" (which exists to
+#: choose among keyframes, with the classical tracker as the fallback) is off; NNRT's Table 1 evaluates
+#: Phi + Psi + Omega on the pair without keyframe logic. The weight threshold and the bi-directional check
+#: stay on.
+PAIR_OPTIONS: dict = {"max_invalid_fraction": 1.0}
 
 
 def _skin_all(points: np.ndarray, graph: DeformationGraph) -> tuple[np.ndarray, np.ndarray]:
@@ -169,7 +177,8 @@ def make_pair_tracker(name: str, device: str = "auto", weights: str | None = Non
     if name == "neural":
         from tracker.neural import NeuralTracker, NeuralTrackerConfig
 
-        tr_n = NeuralTracker(NeuralTrackerConfig(weights=weights, device=device, **options))
+        opts = {**PAIR_OPTIONS, **options}
+        tr_n = NeuralTracker(NeuralTrackerConfig(weights=weights, device=device, **opts))
 
         def neural(sample: PairSample, model: PairModel) -> GraphMotion | None:
             src, tgt = frames_of(sample)
@@ -210,7 +219,7 @@ def evaluate_pairs(samples, tracker: PairTracker, progress: Callable[[int, dict]
             epe_px_sum += e * n_px
             n_px_total += n_px
         rec = {"name": s.name, "epe3d_mm": e, "graph_error_mm": ge, "failed": failed, "seconds": dt,
-               "pixels": n_px, "nodes": s.graph.num_nodes,
+               "pixels": n_px, "nodes": s.graph.num_nodes, "graph_from_files": bool(s.meta.get("graph_from_files")),
                "gt_motion_mm": epe3d_mm(s, GraphMotion.identity(s.graph.num_nodes)),
                "flow_px_mean": float(np.nanmean(np.linalg.norm(s.flow[s.src_mask], axis=-1)))
                if s.flow is not None and np.isfinite(s.flow[s.src_mask]).any() else None}
@@ -242,7 +251,7 @@ def evaluate_folder(root: str | Path, tracker: str | PairTracker = "neural", dev
     rep["seconds"] = time.perf_counter() - t0
     rep["tracker"] = tracker if isinstance(tracker, str) else getattr(tracker, "__name__", "custom")
     rep["root"] = str(root)
-    rep["graph_from_files"] = None
+    rep["graph_from_files"] = int(sum(r["graph_from_files"] for r in rep["per_pair"]))
     return rep
 
 
@@ -305,8 +314,8 @@ def overlay_image(sample: PairSample, motions: dict[str, GraphMotion], path: str
         res = depth_residual(sample, motion, model)
         pil = Image.fromarray(img)
         dr = ImageDraw.Draw(pil)
-        txt = f"{title}: mean depth residual {res['depth_residual_mm']:.0f} mm" if res["depth_residual_mm"] is not None \
-            else f"{title}: no overlap"
+        dr_mm = res["depth_residual_mm"]
+        txt = f"{title}: mean depth residual {dr_mm:.0f} mm" if dr_mm is not None else f"{title}: no overlap"
         dr.rectangle([0, 0, 8 + 7 * len(txt), 18], fill=(0, 0, 0))
         dr.text((4, 3), txt, fill=(255, 255, 255))
         panels.append(pil)

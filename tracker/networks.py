@@ -63,6 +63,8 @@ class PhiConfig:
       as published) the estimator regresses the flow from the raw cost volume alone. The soft-argmax lets
       a network trained from scratch on little data (CPU) match from the first steps; NNRT instead starts
       from a PWC-Net pre-trained on FlyingChairs / FlyingThings.
+    depth_input: Phi also sees the depth of both images (2 more input channels: depth relative to the
+      source's median depth, and depth validity); NNRT's Phi is RGB only.
     """
 
     size: str = "small"
@@ -75,6 +77,7 @@ class PhiConfig:
     context_dilations: tuple[int, ...] = (1, 2, 4)
     pyramid_convs: int = 2
     soft_argmax: bool = True
+    depth_input: bool = False
 
     @property
     def pyramid_levels(self) -> int:
@@ -112,12 +115,12 @@ class PsiConfig:
 def phi_config(size: str = "small") -> PhiConfig:
     """The Phi preset: "small" (CPU, tests; ~0.1 M parameters) or "full" (PWC-Net / NNRT widths, GPU)."""
     if size == "small":
-        return PhiConfig()
+        return PhiConfig(depth_input=True)
     if size == "full":
         return PhiConfig(size="full", pyramid_channels=(16, 32, 64, 96, 128, 196), flow_levels=5, max_displacement=4,
                          estimator_channels=(128, 128, 96, 64, 32), dense=True,
                          context_channels=(128, 128, 128, 96, 64, 32), context_dilations=(1, 2, 4, 8, 16, 1),
-                         pyramid_convs=3)
+                         pyramid_convs=3, depth_input=True)
     if size == "tiny":  # for unit tests only
         return PhiConfig(size="tiny", pyramid_channels=(6, 8, 10, 12), flow_levels=3, max_displacement=2,
                          estimator_channels=(12, 8), dense=False, context_channels=(8,), context_dilations=(2,))
@@ -202,10 +205,9 @@ def correlation_np(f1, f2, d: int):
 
 
 class _Pyramid(nn.Module):
-    def __init__(self, channels: tuple[int, ...], convs: int) -> None:
+    def __init__(self, channels: tuple[int, ...], convs: int, cin: int = 3) -> None:
         super().__init__()
         layers = []
-        cin = 3
         for c in channels:
             layers.append(nn.Sequential(_conv(cin, c, 2), *[_conv(c, c) for _ in range(convs - 1)]))
             cin = c
@@ -233,6 +235,8 @@ class _Estimator(nn.Module):
         self.convs = nn.ModuleList(convs)
         self.out_channels = c
         self.head = nn.Conv2d(c, 2, 3, padding=1)
+        nn.init.zeros_(self.head.weight)  # the flow starts as the soft-argmax / the coarser level's flow
+        nn.init.zeros_(self.head.bias)
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         for conv in self.convs:
@@ -251,6 +255,8 @@ class _Context(nn.Module):
             c = wdt
         self.body = nn.Sequential(*layers)
         self.head = nn.Conv2d(c, 2, 3, padding=1)
+        nn.init.zeros_(self.head.weight)
+        nn.init.zeros_(self.head.bias)
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         f = self.body(x)
@@ -294,7 +300,7 @@ class CorrespondenceNet(nn.Module):
         super().__init__()
         self.cfg = cfg or phi_config("small")
         c = self.cfg
-        self.pyramid = _Pyramid(c.pyramid_channels, c.pyramid_convs)
+        self.pyramid = _Pyramid(c.pyramid_channels, c.pyramid_convs, 5 if c.depth_input else 3)
         nd = (2 * c.max_displacement + 1) ** 2
         est = []
         prev_feat = 0
@@ -320,13 +326,40 @@ class CorrespondenceNet(nn.Module):
         """Inputs are padded to a multiple of this."""
         return 2 ** self.cfg.pyramid_levels
 
-    def forward(self, source: torch.Tensor, target: torch.Tensor) -> PhiOutput:
-        """source, target: float [B, 3, H, W] RGB in [0, 1]. Returns PhiOutput (flow source -> target)."""
+    @staticmethod
+    def depth_channels(source_depth: torch.Tensor, target_depth: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The two depth input channels of each image [B, 2, H, W]: 4 (d / m - 1) where valid (m: the median
+        valid depth of the source, so the depth change between the images is kept) and the validity."""
+        out = []
+        b = source_depth.shape[0]
+        vals = []
+        for i in range(b):
+            v = source_depth[i][source_depth[i] > 0]
+            one = torch.ones((), dtype=source_depth.dtype, device=source_depth.device)
+            vals.append(v.median() if v.numel() else one)
+        m = torch.stack(vals).view(b, 1, 1, 1)
+        for d in (source_depth, target_depth):
+            valid = (d > 0).to(d.dtype)
+            out.append(torch.cat([4.0 * (d / m - 1.0) * valid, valid], 1))
+        return out[0], out[1]
+
+    def forward(self, source: torch.Tensor, target: torch.Tensor, source_depth: torch.Tensor | None = None,
+                target_depth: torch.Tensor | None = None) -> PhiOutput:
+        """source, target: float [B, 3, H, W] RGB in [0, 1]; source_depth / target_depth [B, 1, H, W] metres
+        (0 invalid), required when cfg.depth_input (ignored otherwise). Returns PhiOutput (flow source ->
+        target)."""
         if source.shape != target.shape or source.dim() != 4 or source.shape[1] != 3:
-            raise ValueError(f"source / target must both be [B, 3, H, W], got {tuple(source.shape)} / {tuple(target.shape)}")
+            raise ValueError(f"source / target must both be [B, 3, H, W], got {tuple(source.shape)} / "
+                             f"{tuple(target.shape)}")
         c = self.cfg
-        s, (h, w) = _pad_to(source - self.mean, self.stride)
-        t, _ = _pad_to(target - self.mean, self.stride)
+        src_in, tgt_in = source - self.mean, target - self.mean
+        if c.depth_input:
+            if source_depth is None or target_depth is None:
+                raise ValueError("this Phi takes depth: pass source_depth and target_depth")
+            ds, dt = self.depth_channels(source_depth, target_depth)
+            src_in, tgt_in = torch.cat([src_in, ds], 1), torch.cat([tgt_in, dt], 1)
+        s, (h, w) = _pad_to(src_in, self.stride)
+        t, _ = _pad_to(tgt_in, self.stride)
         both = self.pyramid(torch.cat([s, t], 0))
         b = source.shape[0]
         f1s = [f[:b] for f in both]
@@ -465,7 +498,7 @@ class NNRTNets(nn.Module):
 
         src_rgb / tgt_rgb float [B,3,H,W] in [0,1]; src_points / tgt_points float [B,3,H,W] metres (0 invalid).
         """
-        out = self.phi(src_rgb, tgt_rgb)
+        out = self.phi(src_rgb, tgt_rgb, src_points[:, 2:3], tgt_points[:, 2:3])
         if not with_weights:
             return out, None
         x = WeightNet.inputs(src_rgb, src_points, tgt_rgb, tgt_points, out.flow)

@@ -77,8 +77,8 @@ PRESETS: dict[str, TrainConfig] = {
     "tiny": TrainConfig(size="tiny", data=SyntheticPairConfig(width=64, height=48, n_frames=24, gap=(3, 6)), pool=4,
                         refresh_every=0, batch=2, steps=(30, 10, 10), lr=(2e-3, 2e-3, 1e-3), max_points=200,
                         log_every=5),
-    # the shipped CPU weights (about 15-20 minutes on one or two CPU cores)
-    "small": TrainConfig(),
+    # the shipped CPU weights (about 20 minutes on one loaded CPU core)
+    "small": TrainConfig(steps=(1100, 60, 100), max_points=600, threads=1),
     # GPU: full-size Phi / Psi at 320x240, longer schedule
     "full": TrainConfig(size="full", data=SyntheticPairConfig(width=320, height=240), pool=512, refresh_every=1,
                         batch=8, steps=(60000, 10000, 30000), lr=(1e-4, 1e-4, 1e-5), max_points=3000, log_every=50),
@@ -306,9 +306,9 @@ def train(cfg: TrainConfig, out: Path | None = None, device: str = "auto", seed:
         nets.train()
         if stage == 2:
             with torch.no_grad():
-                phi_out = nets.phi(b["src_rgb"], b["tgt_rgb"])
+                phi_out = nets.phi(b["src_rgb"], b["tgt_rgb"], b["src_points"][:, 2:3], b["tgt_points"][:, 2:3])
         else:
-            phi_out = nets.phi(b["src_rgb"], b["tgt_rgb"])
+            phi_out = nets.phi(b["src_rgb"], b["tgt_rgb"], b["src_points"][:, 2:3], b["tgt_points"][:, 2:3])
         losses: dict[str, torch.Tensor] = {}
         q = cfg.corr_warmup_q if (stage == 1 and in_stage < cfg.corr_warmup * cfg.steps[0]) else cfg.corr_q
         lc = corr_loss(phi_out.flows, phi_out.levels, phi_out.flow, b["gt_flow"], b["flow_valid"], q=q)
@@ -386,9 +386,10 @@ def train(cfg: TrainConfig, out: Path | None = None, device: str = "auto", seed:
         "final": {k: v for k, v in (history[-1].items() if history else {}) if k not in ("step",)},
         "log": None if log_path is None else str(log_path),
     }
-    if rank == 0 and out is not None:
-        save_checkpoint(nets, out, {k: summary[k] for k in ("preset_size", "steps", "stages", "seconds", "seed",
-                                                            "data", "final")})
+    if out is not None:  # rank 0 writes it; every rank reports where it is
+        if rank == 0:
+            save_checkpoint(nets, out, {k: summary[k] for k in ("preset_size", "steps", "stages", "seconds", "seed",
+                                                                "data", "final")})
         summary["checkpoint"] = str(out)
     if world > 1:
         torch.distributed.barrier()
@@ -417,5 +418,6 @@ def train_cli(preset: str = "small", out: Path | None = None, device: str = "aut
     out = Path(out) if out is not None else Path("runs") / f"tracker_{preset}.pt"
     summary = train(cfg, out, device=device, seed=seed)
     summary["preset"] = preset
-    summary.pop("history", None) if len(summary.get("history", [])) > 200 else None
+    if len(summary.get("history", [])) > 200:  # the full history is in the loss log
+        summary["history"] = summary["history"][-200:]
     return summary

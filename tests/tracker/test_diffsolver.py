@@ -130,9 +130,8 @@ def test_node_filter_removes_unsupported_clusters() -> None:
 
 def test_solve_with_filtered_cluster_keeps_initial_motion() -> None:
     p, a, w, nodes, edges, g = _problem(0.08, 400)
-    far = DeformationGraph(np.r_[g.nodes, [[3.0, 3.0, 3.0], [3.05, 3.0, 3.0]]].astype(np.float32),
-                           graph_edges_for(np.r_[g.nodes, [[3.0, 3.0, 3.0], [3.05, 3.0, 3.0]]].astype(np.float32), 4, 0.25),
-                           g.radius)
+    all_nodes = np.r_[g.nodes, [[3.0, 3.0, 3.0], [3.05, 3.0, 3.0]]].astype(np.float32)
+    far = DeformationGraph(all_nodes, graph_edges_for(all_nodes, 4, 0.25), g.radius)
     nodes2 = torch.tensor(far.nodes, dtype=D)
     edges2 = torch.tensor(far.edges).long()
     r_true, t_true = _true_motion(nodes)

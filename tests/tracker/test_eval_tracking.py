@@ -162,3 +162,22 @@ def test_real_deepdeform_graph_files(shared_data) -> None:
     assert s.graph.num_nodes == 109 and s.src_mask.sum() > 1000
     pts = backproject_depth(s.src_depth, s.intrinsics)[s.src_mask]
     assert np.isfinite(pts).all()
+
+
+def test_depth_residual_and_overlay(small_folder, tmp_path) -> None:
+    from tracker.evaluation import depth_residual, oracle_tracker, overlay_image, pair_model
+
+    root, _ = small_folder
+    s = load_pair(find_pairs(root)[0])
+    model = pair_model(s)
+    before = depth_residual(s, make_pair_tracker("identity")(s, model), model)
+    m = oracle_tracker(s, model)
+    after = depth_residual(s, m, model, max_residual=0.01)
+    # identity: the patch is 3 cm farther in the target wherever it still overlaps
+    assert before["depth_residual_mm"] == pytest.approx(30.0, abs=2.0)
+    assert after["depth_residual_mm"] < 1.5 and after["inlier_fraction"] > 0.95
+    png = overlay_image(s, {"before": make_pair_tracker("identity")(s, model), "after": m}, tmp_path / "o.png", model)
+    from PIL import Image
+
+    with Image.open(png) as im:
+        assert im.size == (2 * s.intrinsics.width, s.intrinsics.height)

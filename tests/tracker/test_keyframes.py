@@ -108,7 +108,7 @@ def _scene(shift_px: float = 4.0):
 
 def test_keyframe_with_too_many_invalid_is_ignored() -> None:
     src, tgt, g, pts, nrm, a, w = _scene()
-    cfg = NeuralTrackerConfig(device="cpu", use_icp=False, bidirectional=True, max_samples=1000)
+    cfg = NeuralTrackerConfig(device="cpu", use_icp=False, select_by_fit=False, bidirectional=True, max_samples=1000)
     weights = np.full((K.height, K.width), 0.9, np.float32)
     weights[:, : int(K.width * 0.6)] = 0.1  # 60 % of the keyframe gets low weights -> > 50 % invalid
     tr = _StubTracker(cfg, (4.0, 0.0), weights)
@@ -133,7 +133,8 @@ def test_keyframe_with_too_many_invalid_is_ignored() -> None:
 
 def test_keyframe_interval_and_limit() -> None:
     src, tgt, g, pts, nrm, a, w = _scene(0.0)
-    cfg = NeuralTrackerConfig(device="cpu", use_icp=False, keyframe_interval=3, max_keyframes=2, max_samples=300)
+    cfg = NeuralTrackerConfig(device="cpu", use_icp=False, select_by_fit=False, keyframe_interval=3, max_keyframes=2,
+                              max_samples=300)
     tr = _StubTracker(cfg, (0.0, 0.0), 0.9)
     tr.add_keyframe(src, GraphMotion.identity(g.num_nodes))
     motion = GraphMotion.identity(g.num_nodes)
@@ -154,3 +155,16 @@ def test_first_frame_bootstraps_classically() -> None:
     res = tr.estimate(TrackingInput(src, g, GraphMotion.identity(g.num_nodes), pts, nrm, a, w))
     assert res.ok and "bootstrap" in res.stats["neural"]
     assert len(tr.keyframes) == 1 and tr.calls == 0
+
+
+def test_fit_score_prefers_the_motion_that_explains_the_depth() -> None:
+    src, tgt, g, pts, nrm, a, w = _scene(0.0)
+    tr = _StubTracker(NeuralTrackerConfig(device="cpu"), (0.0, 0.0), 0.9)
+    inp = TrackingInput(src, g, GraphMotion.identity(g.num_nodes), pts, nrm, a, w)
+    ident = GraphMotion.identity(g.num_nodes)
+    off = GraphMotion.identity(g.num_nodes)
+    off.translations[:, 2] = 0.05  # 5 cm behind the live surface
+    n_id, rms_id = tr.fit_score(inp, ident)
+    n_off, _ = tr.fit_score(inp, off)
+    assert n_id > 0.9 * min(len(pts), tr.config.fit_samples) and rms_id < 1e-3
+    assert n_off == 0

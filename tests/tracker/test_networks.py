@@ -30,8 +30,10 @@ def test_phi_shapes(size: str, hw: tuple[int, int]) -> None:
     cfg = phi_config(size)
     net = CorrespondenceNet(cfg).eval()
     h, w = hw
+    depth = torch.rand(2, 1, h, w) + 0.5
+    depth[:, :, :4] = 0.0
     with torch.no_grad():
-        out = net(torch.rand(2, 3, h, w), torch.rand(2, 3, h, w))
+        out = net(torch.rand(2, 3, h, w), torch.rand(2, 3, h, w), depth, depth.flip(0))
     assert out.flow.shape == (2, 2, h, w)
     assert len(out.flows) == cfg.flow_levels == len(out.levels)
     assert out.levels == list(range(cfg.pyramid_levels, cfg.finest_level - 1, -1))
@@ -45,7 +47,9 @@ def test_full_config_is_pwc_layout() -> None:
     cfg = phi_config("full")
     assert cfg.flow_levels == 5 and cfg.pyramid_levels == 6 and cfg.finest_level == 2 and cfg.dense
     small = phi_config("small")
-    assert small.flow_levels == 5 and not small.dense
+    assert small.flow_levels == 5 and not small.dense and small.depth_input
+    with pytest.raises(ValueError):  # a depth-input Phi needs the depths
+        CorrespondenceNet(small)(torch.rand(1, 3, 32, 32), torch.rand(1, 3, 32, 32))
     with pytest.raises(ValueError):
         phi_config("huge")
 
