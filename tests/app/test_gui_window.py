@@ -1,9 +1,10 @@
 """The main window end to end (needs an X server for the OpenGL views: `make test` runs under Xvfb).
 
-One window is shared by the tests of this module, in order: play the bundled recording and watch the 3D
-view change, export, capture / save / load, run and cancel the Compare panel, bad input (corrupt file,
-no camera, a volume too large for memory) with the app going on, the scripted `nrstudio gui` run, and
-closing. Frames are fused at 320x240 with the static tracker to keep the module fast.
+One window is shared by the tests of this module (each test brings it to the state it needs, so the order
+does not matter): play the bundled recording and watch the 3D view change, export, capture / save / load,
+run and cancel the Compare panel, bad input (corrupt file, no camera, a volume too large for memory) with
+the app going on, the scripted `nrstudio gui` run, and closing. Frames are fused at 320x240 with the
+static tracker to keep the module fast.
 """
 from __future__ import annotations
 
@@ -26,18 +27,54 @@ SAMPLE = ASSETS / "sample.db3"
 WAIT = 120_000  # ms; generous for a loaded 2-core machine, never reached when things work
 
 
-@pytest.fixture(scope="module")
-def window(qapp):
-    from app.gui.main_window import MainWindow
+def _settings():
     from app.gui.settings import ReconSettings
+
+    return ReconSettings(tracker="none", processing_size=(320, 240), sequence_after=2)
+
+
+def _new_window():
+    from app.gui.main_window import MainWindow
 
     if not SAMPLE.exists():
         pytest.skip(f"{SAMPLE} not found")
-    win = MainWindow(ReconSettings(tracker="none", processing_size=(320, 240), sequence_after=2), stall_s=30)
+    win = MainWindow(_settings(), stall_s=30)
     win.resize(1400, 900)
     win.show()
+    return win
+
+
+@pytest.fixture(scope="module")
+def window(qapp):
+    win = _new_window()
     yield win
     win.close()
+
+
+def _open_sample(win, qtbot) -> None:
+    shown = win.frames_shown
+    win.open_source(str(SAMPLE))
+    qtbot.waitUntil(lambda: win.source_info is not None and win.frames_shown > shown, timeout=WAIT)
+
+
+def _fresh_model(win, qtbot, frames: int) -> None:
+    """Reset, open the sample, fuse `frames` frames and wait for their mesh."""
+    win.close_message_boxes()
+    win.reset_reconstruction()
+    qtbot.waitUntil(lambda: not win.state.get("has_model") and not win.state.get("fusing"), timeout=WAIT)
+    _open_sample(win, qtbot)
+    win.start_reconstruction(_settings(), paused=True)
+    qtbot.waitUntil(lambda: bool(win.state.get("fusing")), timeout=WAIT)
+    m0 = win.mesh_updates
+    win.play(frames=frames)
+    qtbot.waitUntil(lambda: win.last_stats.get("frames_in", 0) >= frames and not win.state.get("playing")
+                    and win.mesh_updates > m0, timeout=WAIT)
+
+
+def _ensure_model(win, qtbot, frames: int = 4) -> None:
+    if not (win.state.get("has_model") and win.state.get("has_sequence")
+            and win.last_stats.get("frames_fused", 0) >= frames and win.source_info is not None):
+        _fresh_model(win, qtbot, frames)
 
 
 def _fb(win) -> np.ndarray:
@@ -52,13 +89,15 @@ def _nonbackground(img: np.ndarray) -> float:
 
 def test_play_bundled_recording_and_3d_view_changes(window, qtbot):
     win = window
-    win.open_source(str(SAMPLE))
-    qtbot.waitUntil(lambda: win.source_info is not None, timeout=WAIT)
+    win.close_message_boxes()
+    win.reset_reconstruction()
+    qtbot.waitUntil(lambda: not win.state.get("has_model") and not win.state.get("fusing"), timeout=WAIT)
+    _open_sample(win, qtbot)  # the first frame is previewed
     assert win.source_info["length"] == 90
     assert (win.source_info["width"], win.source_info["height"]) == (640, 480)
-    qtbot.waitUntil(lambda: win.frames_shown >= 1, timeout=WAIT)  # the first frame is previewed
+    qtbot.wait(200)
     empty = _fb(win)
-    win.start_reconstruction(paused=True)
+    win.start_reconstruction(_settings(), paused=True)
     qtbot.waitUntil(lambda: win.state.get("fusing"), timeout=WAIT)
     m0 = win.mesh_updates
     win.play(frames=2)
@@ -89,6 +128,7 @@ def test_export_writes_readable_files(window, qtbot, tmp_path):
     from fusion.export import load_mesh
 
     win = window
+    _ensure_model(win, qtbot)
     for which, name in (("canonical", "canon.ply"), ("live", "live.obj")):
         win.export_mesh(which, tmp_path / name)
         qtbot.waitUntil(lambda: win.last_export is not None, timeout=WAIT)
@@ -124,6 +164,7 @@ def test_captures_save_and_load(window, qtbot, tmp_path):
     from app.gui.captures import load_captures
 
     win = window
+    _ensure_model(win, qtbot)
     n0 = len(win.captures)
     win.host.send("capture", {"every": 0})
     qtbot.waitUntil(lambda: len(win.captures) == n0 + 1, timeout=WAIT)
@@ -163,10 +204,20 @@ def test_compare_panel_runs_and_cancels(window, qtbot):
     from models.common.metrics import chamfer_l1
 
     win = window
+    if len(win.captures) < 2:
+        _ensure_model(win, qtbot)
+        n0 = len(win.captures)
+        win.host.send("capture", {"every": 0})
+        qtbot.waitUntil(lambda: len(win.captures) == n0 + 1, timeout=WAIT)
+        m1 = win.mesh_updates
+        win.play(frames=1)
+        qtbot.waitUntil(lambda: not win.state.get("playing") and win.mesh_updates > m1, timeout=WAIT)
+        win.host.send("capture", {"every": 0})
+        qtbot.waitUntil(lambda: len(win.captures) == n0 + 2, timeout=WAIT)
     panel = win.panels.panels["compare"]
-    a, b = win.captures.items[0], win.captures.items[1]
-    panel.choosers["A"].select_capture(0)
-    panel.choosers["B"].select_capture(1)
+    a, b = win.captures.items[-2], win.captures.items[-1]
+    panel.choosers["A"].select_capture(len(win.captures) - 2)
+    panel.choosers["B"].select_capture(len(win.captures) - 1)
     with qtbot.waitSignal(panel.jobFinished, timeout=WAIT) as sig:
         job = panel.run()
         assert job is not None and panel.running
@@ -194,6 +245,7 @@ def test_compare_panel_runs_and_cancels(window, qtbot):
 
 def test_corrupt_file_shows_error_and_app_goes_on(window, qtbot, tmp_path):
     win = window
+    _ensure_model(win, qtbot)
     bad = tmp_path / "corrupt.db3"
     bad.write_bytes(b"SQLite format 3\x00" + os.urandom(3000))
     n_err = len(win.errors)
@@ -216,17 +268,18 @@ def test_corrupt_file_shows_error_and_app_goes_on(window, qtbot, tmp_path):
     assert "camera" in win.errors[-1][1].lower()
     win.close_message_boxes()
     # and a good recording plays again
-    shown = win.frames_shown
-    win.open_source(str(SAMPLE))
-    qtbot.waitUntil(lambda: win.source_info is not None and win.frames_shown > shown, timeout=WAIT)
+    _open_sample(win, qtbot)
 
 
 def test_volume_too_large_for_memory_is_a_message(window, qtbot):
     from app.gui.settings import ReconSettings
 
     win = window
+    win.close_message_boxes()
     win.reset_reconstruction()
     qtbot.waitUntil(lambda: not win.state.get("has_model"), timeout=WAIT)
+    if win.source_info is None:
+        _open_sample(win, qtbot)
     n_err = len(win.errors)
     win.start_reconstruction(ReconSettings(tracker="none", voxel_size=0.001, memory_budget_gb=0.01,
                                            processing_size=(320, 240)))
@@ -271,8 +324,10 @@ def test_gui_command_bad_recording_exits_2(qapp, tmp_path, capsys):
     assert "bad.db3" in capsys.readouterr().err
 
 
-def test_close_stops_the_worker(window, qtbot):
-    win = window
+def test_close_stops_the_worker(qapp, qtbot):
+    win = _new_window()
+    _open_sample(win, qtbot)
+    win.play()  # closing while playing
     pumps = [win.worker.pump, *win.worker.retired_pumps]
     win.close()
     assert win.host.thread.isFinished()
