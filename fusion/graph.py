@@ -316,14 +316,17 @@ def build_graph(points: np.ndarray, normals: np.ndarray | None = None, radius: f
 # --------------------------------------------------------------------------------------------------
 # skinning
 # --------------------------------------------------------------------------------------------------
-def skinning(points: np.ndarray, graph: DeformationGraph, k: int = 4,
-             reach: float | None = None) -> tuple[np.ndarray, np.ndarray]:
+def skinning(points: np.ndarray, graph: DeformationGraph, k: int = 4, reach: float | None = None,
+             max_hops: int | None = 2) -> tuple[np.ndarray, np.ndarray]:
     """Skinning anchors and weights of points over the graph nodes.
 
     points float32 [M,3] m (canonical frame). Anchors are the k nearest nodes within `reach` metres
-    (default 2 * radius); weights w = exp(-d^2 / 2 sigma^2), sigma = graph.radius, normalised to sum 1
-    over the valid anchors. Returns (anchors int32 [M,k] sorted by distance, -1 = none; weights float32
-    [M,k], 0 where the anchor is -1). A point with no node within reach has all anchors -1.
+    (default 2 * radius) that are at most `max_hops` graph edges away from the nearest one (None: no
+    such check): with geodesic edges this keeps a point on one limb from being skinned to a node of a
+    limb or surface that only passes close by in space. Weights w = exp(-d^2 / 2 sigma^2),
+    sigma = graph.radius, normalised to sum 1 over the valid anchors. Returns (anchors int32 [M,k]
+    sorted by distance, -1 = none; weights float32 [M,k], 0 where the anchor is -1). A point with no
+    node within reach has all anchors -1.
     """
     pts = _points_arg(points)
     m = len(pts)
@@ -338,12 +341,39 @@ def skinning(points: np.ndarray, graph: DeformationGraph, k: int = 4,
     d = np.asarray(d, np.float64).reshape(m, kk)
     idx = np.asarray(idx).reshape(m, kk)
     valid = np.isfinite(d) & (idx < n)
+    if max_hops is not None and kk > 1 and (graph.edges >= 0).any():
+        near = _hop_matrix(graph, max_hops)
+        first = np.where(valid[:, 0], idx[:, 0], 0)
+        for c in range(1, kk):
+            ok = valid[:, c]
+            if ok.any():
+                rows = np.flatnonzero(ok)
+                valid[rows, c] = np.asarray(near[first[rows], idx[rows, c]]).ravel() > 0
     w = np.where(valid, np.exp(-np.square(np.where(valid, d, 0.0)) / (2.0 * graph.sigma**2)), 0.0)
     s = w.sum(axis=1, keepdims=True)
     w = np.where(s > 0, w / np.where(s > 0, s, 1.0), 0.0)
-    anchors[:, :kk] = np.where(valid, idx, -1)
-    weights[:, :kk] = w
+    a = np.where(valid, idx, -1)
+    # keep the valid anchors first (sorted by distance), -1 after them
+    order = np.argsort(~valid, axis=1, kind="stable")
+    anchors[:, :kk] = np.take_along_axis(a, order, 1)
+    weights[:, :kk] = np.take_along_axis(w, order, 1)
     return anchors, weights
+
+
+def _hop_matrix(graph: DeformationGraph, hops: int):
+    """scipy CSR [N,N] with a nonzero where two nodes are at most `hops` (symmetrised) edges apart."""
+    from scipy.sparse import coo_matrix, identity
+
+    n = graph.num_nodes
+    src = np.repeat(np.arange(n), graph.edges.shape[1])
+    dst = graph.edges.ravel()
+    ok = (dst >= 0) & (dst < n)
+    a = coo_matrix((np.ones(int(ok.sum()), np.float32), (src[ok], dst[ok])), shape=(n, n)).tocsr()
+    a = ((a + a.T + identity(n, dtype=np.float32, format="csr")) > 0).astype(np.float32)
+    out = a
+    for _ in range(max(0, hops - 1)):
+        out = ((out @ a) > 0).astype(np.float32)
+    return out.tocsr()
 
 
 # --------------------------------------------------------------------------------------------------
@@ -443,7 +473,8 @@ def extend_motion(motion: GraphMotion, graph: DeformationGraph, n_old: int) -> G
         raise ValueError(f"motion has {motion.num_nodes} nodes, expected n_old={n_old}")
     if n == n_old:
         return motion
-    old = DeformationGraph(graph.nodes[:n_old], graph.edges[:n_old], graph.radius)
+    old_edges = np.where(graph.edges[:n_old] < n_old, graph.edges[:n_old], -1).astype(np.int32)
+    old = DeformationGraph(graph.nodes[:n_old], old_edges, graph.radius)
     new_pts = graph.nodes[n_old:]
     anchors, weights = skinning(new_pts, old, k=4)
     none = anchors[:, 0] < 0

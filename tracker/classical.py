@@ -69,6 +69,8 @@ class ClassicalTrackerConfig:
       as they are). The tracker's arrays are small (a few thousand rows): on 2 cores, and worse on a loaded
       machine, multi-threaded torch and numba (two OpenMP pools spinning against each other) made it 5-20x
       slower than one thread.
+    velocity_prediction: start each frame from a constant-velocity extrapolation of the last two tracked
+      frames, times this factor (0: start from the previous motion); fast motion needs it.
     seed: seed of the model sub-sampling.
     """
 
@@ -100,6 +102,7 @@ class ClassicalTrackerConfig:
     min_relative_decrease: float = 0.01
     max_retries: int = 2
     threads: int = 1
+    velocity_prediction: float = 1.0
     seed: int = 0
 
 
@@ -164,11 +167,39 @@ class ClassicalTracker:
             raise ValueError(f"unknown linear_solver {self.config.linear_solver!r}")
         self._frames = 0
         self._prev: tuple | None = None  # (intensity [H,W], depth [H,W], intrinsics) of the last tracked frame
+        self._history: list = []  # [(frame index, rotations [N,3,3], translations [N,3])] of the last two
 
     def reset(self) -> None:
-        """Forget the previous frame (the photometric reference) and the frame counter."""
+        """Forget the previous frame (the photometric reference), the motion history and the frame counter."""
         self._frames = 0
         self._prev = None
+        self._history = []
+
+    def _predict(self, inp: TrackingInput, rot: torch.Tensor, tr: torch.Tensor,
+                 stats: dict) -> tuple[torch.Tensor, torch.Tensor]:
+        """Constant-velocity initial guess from the last two tracked frames (when inp.prev_motion is the
+        last one): node positions and rotations continue their last per-frame change, scaled by
+        config.velocity_prediction and by the frame gap. Nodes added since then keep prev_motion."""
+        c = self.config.velocity_prediction
+        if c <= 0 or len(self._history) < 2:
+            return rot, tr
+        (i1, r1, t1), (i2, r2, t2) = self._history
+        n1 = min(len(t1), len(t2), rot.shape[0])
+        same = np.allclose(t2[:n1], tr.numpy()[:n1], atol=1e-7) and np.allclose(r2[:n1], rot.numpy()[:n1], atol=1e-7)
+        gap_prev, gap = i2 - i1, int(inp.frame.index) - i2
+        if not same or gap_prev <= 0 or gap <= 0 or gap > 3 * gap_prev:
+            return rot, tr
+        f = c * gap / gap_prev
+        from tracker.so3 import exp_so3_t, log_so3
+
+        dr = np.einsum("nij,nkj->nik", r2[:n1], r1[:n1])  # R2 R1^T: last per-node rotation change
+        w = torch.from_numpy(log_so3(dr) * f)
+        rot = rot.clone()
+        tr = tr.clone()
+        rot[:n1] = exp_so3_t(w) @ rot[:n1]
+        tr[:n1] = tr[:n1] + f * torch.from_numpy(t2[:n1] - t1[:n1])
+        stats["predicted"] = True
+        return rot, tr
 
     # ------------------------------------------------------------------------------------------
     def estimate(self, inp: TrackingInput) -> TrackingResult:
@@ -221,7 +252,7 @@ class ClassicalTracker:
         if cfg.lambda_color <= 0:
             return None
         t1 = time.perf_counter()
-        live_i = intensity_image_t(torch.from_numpy(inp.frame.color), cfg.color_blur)
+        live_i = intensity_image_t(torch.from_numpy(np.array(inp.frame.color)), cfg.color_blur)
         refs = []
         want_prev = cfg.color_reference in ("previous", "both")
         want_model = cfg.color_reference in ("model", "both")
@@ -294,6 +325,7 @@ class ClassicalTracker:
         tr = t64(prev.translations)
         if not (torch.isfinite(rot).all() and torch.isfinite(tr).all()):
             return self._fail(inp, "previous motion is not finite", stats)
+        rot, tr = self._predict(inp, rot, tr, stats)
         edges = torch.from_numpy(np.ascontiguousarray(graph.edges, np.int64))
         ew = None
         if cfg.arap_edge_weighting and graph.edge_weights is not None:
@@ -397,8 +429,9 @@ class ClassicalTracker:
         if not (torch.isfinite(rot).all() and torch.isfinite(tr).all()):
             return self._fail(inp, "non-finite motion after the solve", stats)
         self._frames += 1
+        self._history = (self._history + [(int(frame.index), rot.numpy().copy(), tr.numpy().copy())])[-2:]
         if photo is not None or (cfg.lambda_color > 0 and cfg.color_reference in ("previous", "both")):
-            live_i = photo[0] if photo is not None else intensity_image_t(torch.from_numpy(frame.color), cfg.color_blur)
+            live_i = photo[0] if photo is not None else intensity_image_t(torch.from_numpy(np.array(frame.color)), cfg.color_blur)
             self._prev = (live_i, np.asarray(frame.depth), k)
         motion = GraphMotion(rot.numpy().astype(np.float32), tr.numpy().astype(np.float32),
                              meta={"tracker": self.name, "frame": int(frame.index)})

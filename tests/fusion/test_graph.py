@@ -76,6 +76,16 @@ def test_geodesic_edges_do_not_cross_a_gap(rng):
 
     assert crossings(gu) > 0
     assert crossings(ge) == 0
+    # skinning: without the hop check, points of the lower sheet far from the fold borrow upper-sheet nodes;
+    # with it (geodesic edges, <= 2 hops from the nearest node) they do not
+    lower = a[a[:, 0] < 0.0]
+    for hops, expect_cross in ((None, True), (2, False)):
+        an, wt = skinning(lower, ge, max_hops=hops)
+        ok = an >= 0
+        cross = (ge.nodes[np.where(ok, an, 0), 2] > 0.03) & ok
+        assert cross.any() == expect_cross, hops
+        np.testing.assert_allclose(wt.sum(1)[ok[:, 0]], 1.0, atol=1e-6)
+        assert (np.diff(ok.astype(int), axis=1) <= 0).all()  # valid anchors first
 
 
 def test_isolated_small_clusters_are_removed(rng):

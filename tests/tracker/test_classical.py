@@ -138,7 +138,8 @@ def test_failure_cases_return_not_ok(rolled):
     assert not res.ok and "depth" in res.message
     assert res.motion.num_nodes == g.num_nodes
     # the surface has moved away: nothing associates -> too few correspondences (a singular system)
-    far = dataclasses.replace(case.live, depth=np.where(case.live.depth > 0, case.live.depth + 0.5, 0).astype(np.float32))
+    far_depth = np.where(case.live.depth > 0, case.live.depth + 0.5, 0).astype(np.float32)
+    far = dataclasses.replace(case.live, depth=far_depth)
     res = ClassicalTracker(ClassicalTrackerConfig(rigid_iterations=0)).estimate(_inp(case, g, a, w, frame=far))
     assert not res.ok and "correspondences" in res.message
     # no anchored model points
@@ -188,3 +189,35 @@ def test_two_frames_of_a_synthetic_scene():
     assert np.linalg.norm(warped2 - truth2, axis=1).mean() < 0.4 * np.linalg.norm(pts - truth2, axis=1).mean()
     tracker.reset()
     assert tracker.estimate(TrackingInput(f2, g, res.motion, pts, nrm, a, w, col)).stats["color_reference"] == "model"
+
+
+def test_constant_velocity_prediction(rolled):
+    """The initial guess continues the last per-frame change of every node (rotation and translation)."""
+    from tracker.so3 import exp_so3
+
+    case, g, a, w = rolled
+    n = g.num_nodes
+    r_step = exp_so3(np.tile([0.0, 0.02, 0.01], (n, 1)))
+    t1 = np.zeros((n, 3))
+    t2 = np.tile([0.01, 0.0, -0.005], (n, 1))
+    r1 = np.tile(np.eye(3), (n, 1, 1))
+    r2 = r_step @ r1
+    tracker = ClassicalTracker()
+    tracker._history = [(4, r1, t1), (5, r2, t2)]
+    frame = dataclasses.replace(case.live, index=6)
+    inp = TrackingInput(frame, g, GraphMotion(r2.astype(np.float32), t2.astype(np.float32)), case.model_points,
+                        case.model_normals, a, w)
+    stats: dict = {}
+    rot, tr = tracker._predict(inp, torch.from_numpy(r2), torch.from_numpy(t2), stats)
+    assert stats.get("predicted")
+    np.testing.assert_allclose(tr.numpy(), 2 * t2 - t1, atol=1e-6)
+    np.testing.assert_allclose(rot.numpy(), r_step @ r2, atol=1e-6)
+    # a frame gap of 2 doubles the step; an unrelated prev_motion (e.g. after a skipped frame) disables it
+    inp2 = dataclasses.replace(inp, frame=dataclasses.replace(case.live, index=7))
+    _, tr2 = tracker._predict(inp2, torch.from_numpy(r2), torch.from_numpy(t2), {})
+    np.testing.assert_allclose(tr2.numpy(), 3 * t2 - 2 * t1, atol=1e-6)
+    stats = {}
+    _, tr3 = tracker._predict(inp, torch.from_numpy(r1), torch.from_numpy(t1), stats)
+    assert "predicted" not in stats and np.allclose(tr3.numpy(), t1)
+    tracker.reset()
+    assert tracker._history == []
