@@ -555,8 +555,11 @@ class MainWindow(QtWidgets.QMainWindow):
         capture the surface every that many fused frames. Returns a summary dict
         {ok, error, frames_in, frames_fused, mesh_updates, captures, stats}."""
         n_err = len(self.errors)
+        shown = self.frames_shown
         self.open_source(spec)
-        if not self.wait_until(lambda: self.source_info is not None or len(self.errors) > n_err, min(timeout_s, 120)):
+        # opened and its first frame on screen (Start then fuses from that frame)
+        if not self.wait_until(lambda: (self.source_info is not None and self.frames_shown > shown)
+                               or len(self.errors) > n_err, min(timeout_s, 120)):
             return {"ok": False, "error": f"{spec}: the source did not open in time"}
         if len(self.errors) > n_err:
             return {"ok": False, "error": self.errors[-1][1]}
