@@ -35,7 +35,9 @@ def make_tracker(name: str, device: str = "cpu"):
     if name == "neural":
         if not neural_available():
             raise NotAvailableError("the neural tracker is not available yet: it lands with issue #4")
-        from tracker.neural import make_neural_tracker
+        from tracker import neural
 
-        return make_neural_tracker(device=device)
+        if hasattr(neural, "make_neural_tracker"):
+            return neural.make_neural_tracker(device=device)
+        return neural.NeuralTracker(neural.NeuralTrackerConfig(device=device))
     raise InputError(f"unknown tracker '{name}' (choose from {', '.join(TRACKERS)})")
