@@ -102,7 +102,7 @@ class ClassicalTrackerConfig:
     min_relative_decrease: float = 0.01
     max_retries: int = 2
     threads: int = 1
-    velocity_prediction: float = 1.0
+    velocity_prediction: float = 0.5
     seed: int = 0
 
 

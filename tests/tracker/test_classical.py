@@ -202,7 +202,7 @@ def test_constant_velocity_prediction(rolled):
     t2 = np.tile([0.01, 0.0, -0.005], (n, 1))
     r1 = np.tile(np.eye(3), (n, 1, 1))
     r2 = r_step @ r1
-    tracker = ClassicalTracker()
+    tracker = ClassicalTracker(ClassicalTrackerConfig(velocity_prediction=1.0))
     tracker._history = [(4, r1, t1), (5, r2, t2)]
     frame = dataclasses.replace(case.live, index=6)
     inp = TrackingInput(frame, g, GraphMotion(r2.astype(np.float32), t2.astype(np.float32)), case.model_points,
