@@ -120,13 +120,14 @@ def _accumulate(r, idx, jac, indptr, indices, blocks, g):  # pragma: no cover - 
                 if j < i:
                     continue
                 s = _find(indptr, indices, i, j)
+                blk = blocks[s]
                 for k in range(npr):
+                    ja = jac[row, k, a]
+                    jb = jac[row, k, b]
                     for p in range(6):
-                        jp = jac[row, k, a, p]
-                        if jp == 0.0:
-                            continue
+                        jp = ja[p]
                         for q in range(6):
-                            blocks[s, p, q] += jp * jac[row, k, b, q]
+                            blk[p, q] += jp * jb[q]
 
 
 @nb.njit(cache=True)
