@@ -48,7 +48,7 @@ def run_bench(quick: bool) -> dict:
         return {"skipped": f"no shape data in {shared_data_dir() / 'shapes'}"}
     cfg = MatchConfig(device="cpu")
     if quick:
-        cfg = replace(cfg, steps=60, n_opt_vertices=800, k_final=60, zoomout_sub=1200)
+        cfg = replace(cfg, steps=60, n_opt_vertices=1000, k_final=60, zoomout_sub=1200)
     prior = load_prior()
     out: dict = {"device": "cpu (1 torch thread)", "steps": cfg.steps, "pairs": {}}
     rows = []

@@ -61,7 +61,7 @@ class MatchConfig:
     width: int = 48
     n_blocks: int = 3
     c_out: int = 48
-    steps: int = 250
+    steps: int = 150
     lr: float = 2e-3
     lam: float = 1.0
     """FMReg regularisation weight."""
