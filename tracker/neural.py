@@ -60,7 +60,8 @@ class NeuralTrackerConfig:
     """Settings of the neural tracker (NNRT defaults where the paper gives them).
 
     weights: checkpoint path (None: assets/tracker/nnrt_small.pt).
-    device: "auto" | "cpu" | "cuda"; threads: torch CPU threads (0 = leave as is).
+    device: "auto" | "cpu" | "cuda"; threads: torch and numba threads while a frame is tracked (restored
+      afterwards; 0 = leave them): on 2 shared cores two threads of small ops are many times slower.
     phi_size: (width, height) Phi / Psi run at (frames are resized; flow scaled back); None = frame size.
       Default 160x120: the resolution the shipped weights were trained at (on held-out 320x240 pairs it
       gave a lower EPE than running Phi at 320x240, and it is 4x cheaper).
@@ -81,7 +82,8 @@ class NeuralTrackerConfig:
       networks the refinement is ICP + ARAP only by default).
     select_by_fit: also run the classical tracker from the previous motion and keep whichever motion
       explains the live depth better (more model samples within fit_distance m of the live surface, on
-      fit_samples samples); the neural motion wins ties.
+      fit_samples samples); the neural motion must explain more than (1 + fit_margin) times as many
+      samples to be kept (at near-ties the classical solution, which also uses colour, is kept).
     classical: settings of that refinement (no rigid pre-alignment: the neural solve replaces it).
     fallback: the classical tracker used for the first frame (no keyframe yet) and when no keyframe gives
       usable correspondences (default: the classical tracker's own defaults).
@@ -89,7 +91,7 @@ class NeuralTrackerConfig:
 
     weights: str | None = None
     device: str = "auto"
-    threads: int = 0
+    threads: int = 1
     phi_size: tuple[int, int] | None = (160, 120)
     keyframe_interval: int = 50
     max_keyframes: int = 4
@@ -108,6 +110,7 @@ class NeuralTrackerConfig:
     select_by_fit: bool = True
     fit_distance: float = 0.02
     fit_samples: int = 3000
+    fit_margin: float = 0.05
     classical: ClassicalTrackerConfig = field(default_factory=lambda: ClassicalTrackerConfig(
         rigid_iterations=0, iterations=2, max_points=2000))
     fallback: ClassicalTrackerConfig = field(default_factory=ClassicalTrackerConfig)
@@ -259,8 +262,6 @@ class NeuralTracker:
 
         self.config = config or NeuralTrackerConfig()
         self.device = resolve_device(self.config.device)
-        if self.config.threads:
-            torch.set_num_threads(self.config.threads)
         if nets is None:
             path = Path(self.config.weights) if self.config.weights else default_weights_path()
             nets, meta = load_checkpoint(path, self.device)
@@ -431,8 +432,11 @@ class NeuralTracker:
     def estimate(self, inp: TrackingInput) -> TrackingResult:
         """Estimate the canonical -> live motion of inp.frame (see the module docstring). Never raises on
         bad data."""
+        from tracker.classical import limited_threads
+
         try:
-            return self._estimate(inp)
+            with limited_threads(self.config.threads):
+                return self._estimate(inp)
         except (np.linalg.LinAlgError, FloatingPointError, RuntimeError, ValueError) as e:
             return TrackingResult(inp.prev_motion, ok=False, message=f"neural tracking failed: {e}", stats={})
 
@@ -492,7 +496,7 @@ class NeuralTracker:
                 fit_n = self.fit_score(inp, motion)
                 fit_c = self.fit_score(inp, alt.motion)
                 stats["fit"] = {"neural": fit_n, "classical": fit_c}
-                if fit_c[0] > fit_n[0]:
+                if fit_n[0] <= (1.0 + cfg.fit_margin) * fit_c[0]:
                     motion = alt.motion
                     stats["selected"] = "classical"
                 else:

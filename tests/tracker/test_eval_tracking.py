@@ -181,3 +181,19 @@ def test_depth_residual_and_overlay(small_folder, tmp_path) -> None:
 
     with Image.open(png) as im:
         assert im.size == (2 * s.intrinsics.width, s.intrinsics.height)
+
+
+def test_synthetic_scene_written_by_fusion_writer(tmp_path) -> None:
+    """A fusion.synthetic scene in the DeepDeform layout (write_deepdeform_folder): the identity scores the
+    scene's own mean scene-flow norm; the oracle (best graph fit) is far below it."""
+    from fusion.synthetic import SceneConfig, make_scene, write_deepdeform_folder
+
+    scene = make_scene(SceneConfig("cloth", width=96, height=72, n_frames=12, seed=5, speed=3.0, amplitude=1.5))
+    root = write_deepdeform_folder(scene, tmp_path / "train" / "seq001", pairs=[(0, 10)], color_format="png")
+    sf = scene.scene_flow(0, 10)[scene.layers(0).mask]
+    expected = 1e3 * float(np.linalg.norm(sf[np.isfinite(sf).all(1)], axis=1).mean())
+    ident = evaluate_folder(tmp_path, "identity")
+    assert ident["pairs"] == 1
+    assert ident["epe3d_mm"] == pytest.approx(expected, rel=0.02)  # depth is stored in whole millimetres
+    oracle = evaluate_folder(tmp_path, "oracle")
+    assert oracle["epe3d_mm"] < 0.1 * ident["epe3d_mm"]
