@@ -28,6 +28,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-baselines", action="store_true", help="skip the two baselines")
     p.add_argument("--n-eval", type=int, default=2000, help="target vertices used for the geodesic error (0 = all)")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--threads", type=int, default=1,
+                   help="torch CPU threads (default 1: the per-vertex nets are small, extra threads mostly contend)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -49,6 +51,9 @@ def run(args: argparse.Namespace) -> int:
         v = getattr(args, name)
         if v is not None and v < 1:
             raise InputError(f"--{name.replace('_', '-')} must be positive (got {v})")
+    import torch
+
+    torch.set_num_threads(max(1, args.threads))
     dev = resolve_device(args.device)
     cfg = MatchConfig(device=str(dev), seed=args.seed)
     over = {"steps": args.steps, "k_final": args.k_final, "n_opt_vertices": args.opt_vertices}

@@ -10,7 +10,6 @@ The prior was trained on procedural shapes + ../shared/data/sequences only (no c
 """
 from __future__ import annotations
 
-import time
 from dataclasses import replace
 from pathlib import Path
 

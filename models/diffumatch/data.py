@@ -115,8 +115,8 @@ def template_mesh(sk: Skeleton, resolution: int = 56, target_vertices: int = 250
 
 def skinning_weights(verts: np.ndarray, sk: Skeleton, sharpness: float = 6.0) -> np.ndarray:
     """Linear-blend-skinning weights float64 [V, B] (softmax of -sharpness * distance / radius per bone)."""
-    d = _bone_sdf(verts, sk) + np.array([sk.radius[j] for j in range(len(sk.joints)) if sk.parent[j] >= 0])[None]
     rb = np.array([sk.radius[j] for j in range(len(sk.joints)) if sk.parent[j] >= 0])
+    d = _bone_sdf(verts, sk) + rb[None]  # ~ distance to each bone's axis segment
     z = -sharpness * d / rb[None]
     z -= z.max(1, keepdims=True)
     w = np.exp(z)
