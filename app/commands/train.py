@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 from pathlib import Path
 
 from fusion.errors import NotAvailableError
@@ -44,5 +45,6 @@ def run(args: argparse.Namespace) -> int:
             raise NotAvailableError(f"training {args.what} is not available yet: it lands with issue {issue}") from e
         raise
     summary = getattr(mod, func)(preset=args.preset, out=args.out, device=args.device, steps=args.steps, seed=args.seed)
-    write_report(args.report, summary)
+    if int(os.environ.get("RANK", "0")) == 0:  # under torchrun only rank 0 writes the report
+        write_report(args.report, summary)
     return 0
