@@ -20,31 +20,69 @@ SAMBA_WINDOW = (0, 17)
 
 
 def _summary(report: dict) -> dict:
-    keep = ("correspondence_l2", "chamfer", "iou", "inference_s", "mesh_s", "motion_s", "n_vertices")
+    keep = ("correspondence_l2", "chamfer", "iou", "inference_s", "mesh_s", "motion_s", "inference_cpu_s",
+            "motion_cpu_s", "n_vertices")
     out = {"lpdc": {k: report.get(k) for k in keep}}
     for name, r in report.get("baselines", {}).items():
         out[name] = {k: r.get(k) for k in keep if k in r}
     return out
 
 
+def _same_mesh_ode(prep, rec, opts: RunOptions) -> dict:
+    """The ODE baseline's motion on LPDC's own t0 mesh: motion timings and accuracy on equal vertices."""
+    from models.lpdc.generation import reconstruct
+    from models.lpdc.pipeline import _figures
+    from models.lpdc.training import default_weights, load_checkpoint, ode_weights_for
+
+    path = ode_weights_for(opts.weights or default_weights())
+    if not path.is_file():
+        return {}
+    ode, ocfg, _ = load_checkpoint(path, "cpu")
+    best = None
+    for _ in range(max(1, opts.repeats)):
+        r = reconstruct(ode, prep.points, prep.times, ocfg.generation, "cpu", t0_mesh=(rec.vertices[0], rec.faces))
+        best = r if best is None or r.timings["motion_cpu_s"] < best.timings["motion_cpu_s"] else best
+    fig = _figures(best.vertices, best.faces, prep, opts, best.timings)
+    keep = ("correspondence_l2", "chamfer", "iou", "motion_s", "motion_cpu_s", "n_vertices")
+    return {k: fig.get(k) for k in keep}
+
+
 def bench_sequence(seq: MeshSequence, opts: RunOptions, times: np.ndarray | None = None) -> dict:
     """All three methods on one constant-connectivity window (world units; frame times [T], default
-    even) -> figures dict."""
+    even) -> figures dict. Also the ODE's motion on LPDC's t0 mesh (`ode_on_lpdc_mesh`), so that the
+    two motion models are compared on the same vertices."""
     prep = prepare_meshes(seq, opts, times=times)
-    report, _ = run_prepared(prep, None, opts)
+    report, rec = run_prepared(prep, None, opts)
     fig = _summary(report)
+    same = _same_mesh_ode(prep, rec, opts)
+    if same:
+        fig["ode_on_lpdc_mesh"] = same
+        fig["motion_cpu_speedup_same_mesh"] = same["motion_cpu_s"] / max(report["motion_cpu_s"], 1e-9)
     fig["inference_s"] = report["inference_s"]
     if "ode" in report.get("baselines", {}):
         ode = report["baselines"]["ode"]
         fig["ode_inference_s"] = ode["inference_s"]
-        fig["speedup_vs_ode"] = ode["inference_s"] / report["inference_s"]
-        fig["motion_speedup_vs_ode"] = ode["motion_s"] / max(report["motion_s"], 1e-9)
+        for k in ("speedup_vs_ode", "motion_speedup_vs_ode", "cpu_speedup_vs_ode", "motion_cpu_speedup_vs_ode"):
+            fig[k] = report[k]
     fig["notes"] = report.get("notes", [])
     return fig
 
 
 def run_bench(quick: bool = False) -> dict:
-    """The `lpdc` bench section (see module docstring). quick: fewer evaluation samples, 1 timing run."""
+    """The `lpdc` bench section (see module docstring). quick: fewer evaluation samples, 1 timing run.
+
+    Runs with one torch thread (restored afterwards): on a shared CPU, OpenMP threads that wait for each
+    other at barriers make multi-threaded timings erratic.
+    """
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        return _run_bench(quick)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _run_bench(quick: bool) -> dict:
     from fusion.paths import shared_data_dir
     from models.lpdc.training import default_weights
 
@@ -62,11 +100,13 @@ def run_bench(quick: bool = False) -> dict:
         fig = bench_sequence(win, opts)
         out["inference_s"] = fig.pop("inference_s")
         out["ode_inference_s"] = fig.pop("ode_inference_s", None)
-        out["speedup_vs_ode"] = fig.pop("speedup_vs_ode", None)
-        out["motion_speedup_vs_ode"] = fig.pop("motion_speedup_vs_ode", None)
+        for k in ("speedup_vs_ode", "motion_speedup_vs_ode", "cpu_speedup_vs_ode", "motion_cpu_speedup_vs_ode",
+                  "motion_cpu_speedup_same_mesh"):
+            out[k] = fig.pop(k, None)
         out["samba"] = fig
         out["samba"]["frames"] = f"{seq.names[a]}..{seq.names[b - 1]}"
-        c = {k: v["correspondence_l2"] for k, v in fig.items() if isinstance(v, dict) and "correspondence_l2" in v}
+        c = {k: v["correspondence_l2"] for k, v in fig.items()
+             if isinstance(v, dict) and "correspondence_l2" in v and k != "ode_on_lpdc_mesh"}
         out["samba_best_correspondence"] = min(c, key=c.get) if c else None
     else:
         out["samba"] = f"skipped: {samba} not found"

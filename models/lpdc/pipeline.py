@@ -8,6 +8,7 @@ and nearest-neighbour tracking against them. `progress(fraction, message)`; `can
 """
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -147,11 +148,14 @@ def _gen_config(cfg: GenerationConfig, opts: RunOptions) -> GenerationConfig:
 
 
 def _timed(model, prep: PreparedInput, gen: GenerationConfig, dev, repeats: int, progress, cancel) -> Reconstruction:
+    """Reconstruct `repeats` times; the result with each timing replaced by its minimum over the runs."""
     best = None
     for _ in range(max(1, repeats)):
         rec = reconstruct(model, prep.points, prep.times, gen, dev, progress, cancel)
-        if best is None or rec.timings["inference_s"] < best.timings["inference_s"]:
+        if best is None:
             best = rec
+        else:
+            best.timings = {k: min(v, rec.timings[k]) for k, v in best.timings.items()}
     return best
 
 
@@ -232,19 +236,22 @@ def run_prepared(prep: PreparedInput, out_dir: str | Path | None, opts: RunOptio
         if progress is not None:
             progress(0.85, "nearest-neighbour tracking")
         for name, chained in (("nearest_neighbour", False), ("nearest_neighbour_chained", True)):
-            import time
-
-            t = time.perf_counter()
+            t, c = time.perf_counter(), time.process_time()
             nn = nn_tracking(rec.vertices[0], prep.points, chained=chained)
-            dt = time.perf_counter() - t
-            timings = {"encode_s": rec.timings["encode_s"], "mesh_s": rec.timings["mesh_s"], "motion_s": dt,
-                       "inference_s": rec.timings["encode_s"] + rec.timings["mesh_s"] + dt}
+            dt, dc = time.perf_counter() - t, time.process_time() - c
+            r = rec.timings
+            timings = {"encode_s": r["encode_s"], "mesh_s": r["mesh_s"], "motion_s": dt,
+                       "inference_s": r["encode_s"] + r["mesh_s"] + dt, "mesh_cpu_s": r["mesh_cpu_s"],
+                       "motion_cpu_s": dc, "inference_cpu_s": r["inference_cpu_s"] - r["motion_cpu_s"] + dc}
             base[name] = _figures(nn, rec.faces, prep, opts, timings)
             base[name]["t0_mesh"] = "LPDC's"
         report["baselines"] = base
         if "ode" in base and "inference_s" in base["ode"]:
-            report["speedup_vs_ode"] = base["ode"]["inference_s"] / report["inference_s"]
-            report["motion_speedup_vs_ode"] = base["ode"]["motion_s"] / max(report["motion_s"], 1e-9)
+            o = base["ode"]
+            report["speedup_vs_ode"] = o["inference_s"] / report["inference_s"]
+            report["motion_speedup_vs_ode"] = o["motion_s"] / max(report["motion_s"], 1e-9)
+            report["cpu_speedup_vs_ode"] = o["inference_cpu_s"] / max(report["inference_cpu_s"], 1e-9)
+            report["motion_cpu_speedup_vs_ode"] = o["motion_cpu_s"] / max(report["motion_cpu_s"], 1e-9)
     report["notes"] = notes
     if progress is not None:
         progress(1.0, "done")

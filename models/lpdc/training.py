@@ -320,11 +320,11 @@ def ode_weights_for(path: str | Path) -> Path:
 
 def warmup_config(cfg: LPDCConfig) -> LPDCConfig:
     """The occupancy warm-up variant of a preset: short 5-frame windows, 256 query points on every
-    frame, four times the batch, half the steps / 40 % of the time limit (the warm-up trains only the
-    spatial branch and the decoder, so examples are cheap)."""
+    frame, twice the batch and the learning rate, half the steps / 45 % of the time limit (the warm-up
+    trains only the spatial branch and the decoder, so examples are cheap)."""
     data = replace(cfg.data, n_frames=min(5, cfg.data.n_frames), n_occ_t=256, n_corr=8)
-    tr = replace(cfg.train, batch_size=4 * cfg.train.batch_size, steps=max(1, cfg.train.steps // 2),
-                 max_minutes=cfg.train.max_minutes * 0.4)
+    tr = replace(cfg.train, batch_size=2 * cfg.train.batch_size, steps=max(1, cfg.train.steps // 2),
+                 max_minutes=cfg.train.max_minutes * 0.45, lr=2 * cfg.train.lr, lr_final=2 * cfg.train.lr_final)
     return replace(cfg, data=data, train=tr)
 
 

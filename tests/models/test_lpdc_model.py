@@ -53,6 +53,9 @@ def test_displacement_is_zero_at_init_and_batched_equals_per_frame():
     assert torch.count_nonzero(g(p, z0, zk)) == 0  # zero-initialised output layer: identity motion at start
     torch.nn.init.normal_(g.fc_out.weight)
     batched = g(p, z0, zk)
+    g.block_rows = 12  # inference walks the points in cache-sized blocks: same result
+    with torch.no_grad():
+        assert torch.allclose(g(p, z0, zk), batched, atol=1e-6)
     # slow reference: the concatenated input p ⊕ z0 ⊕ zk through an explicit first linear layer, frame by frame
     for k in range(6):
         pair = torch.cat([z0, zk[:, k]], dim=-1)
@@ -99,6 +102,19 @@ def _rotate(p, a):
     return np.stack([c * p[..., 0] - s * p[..., 1], s * p[..., 0] + c * p[..., 1], p[..., 2]], axis=-1)
 
 
+def test_velocity_field_blocked_inference_equals_dense():
+    from models.lpdc.model import VelocityField
+
+    torch.manual_seed(0)
+    v = VelocityField(c_dim=8, hidden=16, n_blocks=2)
+    torch.nn.init.normal_(v.fc_out.weight)
+    p, t, c = torch.rand(2, 3, 50, 3), torch.rand(2), torch.randn(2, 8)
+    dense = v(p, t, c)
+    v.block_rows = 20
+    with torch.no_grad():
+        assert torch.allclose(v(p, t, c), dense, atol=1e-6)
+
+
 def test_rk4_matches_exact_rotation_and_backward_inverts_forward():
     p0 = torch.tensor([[[0.3, 0.0, 0.1], [0.0, -0.2, 0.0]]], dtype=torch.float64)
     times = torch.tensor([[0.0, 0.2, 0.7, 1.0]], dtype=torch.float64)  # uneven
@@ -130,3 +146,18 @@ def test_mise_matches_plain_grid_on_a_sphere():
     # outward orientation: positive enclosed volume
     tri = v2[f2]
     assert np.einsum("ij,ij->i", tri[:, 0], np.cross(tri[:, 1], tri[:, 2])).sum() > 0
+
+
+def test_cbn_eval_folding_matches_batch_norm():
+    from models.lpdc.model import CBatchNorm
+
+    torch.manual_seed(0)
+    cbn = CBatchNorm(6, 10)
+    torch.nn.init.normal_(cbn.gamma.weight)
+    torch.nn.init.normal_(cbn.beta.weight)
+    for _ in range(3):  # some running statistics
+        cbn(torch.randn(2, 30, 10) * 3 + 1, torch.randn(2, 6))
+    cbn.eval()
+    x, c = torch.randn(3, 20, 10), torch.randn(3, 6)
+    ref = cbn.gamma(c)[:, None] * cbn.bn(x.reshape(-1, 10)).reshape(3, 20, 10) + cbn.beta(c)[:, None]
+    assert torch.allclose(cbn(x, c), ref, atol=1e-5)
