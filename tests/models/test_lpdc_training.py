@@ -69,3 +69,16 @@ def test_missing_or_wrong_checkpoint_is_an_input_error(tmp_path):
     (tmp_path / "junk.pt").write_bytes(b"not a checkpoint")
     with pytest.raises(InputError, match="not an LPDC checkpoint"):
         load_checkpoint(tmp_path / "junk.pt")
+
+
+def test_train_cli_runs_warmup_lpdc_and_ode(tmp_path):
+    """The registered trainer (`nrstudio train lpdc`): warm-up, then LPDC and the ODE baseline from it."""
+    from models.lpdc.training import train_cli
+
+    torch.set_num_threads(1)
+    out = tmp_path / "lpdc.pt"
+    result = train_cli(preset="tiny", out=out, device="cpu", steps=4, seed=0)
+    assert set(result) == {"warmup", "lpdc", "ode"}
+    assert result["lpdc"]["steps"] == 4 and result["lpdc"]["init_tensors"] > 0 and result["ode"]["init_tensors"] > 0
+    assert out.is_file() and (tmp_path / "lpdc_ode.pt").is_file() and (tmp_path / "lpdc_warmup.pt").is_file()
+    assert load_checkpoint(tmp_path / "lpdc_ode.pt")[0].kind == "ode"
