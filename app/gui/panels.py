@@ -18,12 +18,27 @@ Adding a panel (what the shape-method issues do): create `app/gui/panel_<name>.p
         def compute(self, inputs, params, ctx): ...; return PanelResult(layers=[...], summary={...})
 
 `discover_panels()` imports every `app.gui.panel_*` module, so nothing else needs editing.
+
+Sequence inputs: labels listed in `sequence_inputs` (a subset of `inputs`) take an ordered list of clouds
+(`SequenceChooser`: ticked captures of the capture list in list order, then files added with "Files…" or
+"Folder…" — PLY / OBJ / OFF in natural name order); `compute` then gets `inputs[label]` as
+`list[Capture]`, other labels a single `Capture`.
+
+Animated results: `PanelResult.frames` (a list over time of lists of `Layer`) turns the panel's view into
+an animation: a time slider, a play / pause button and a frame label appear under the view, which shows
+`layers` (static) plus `frames[t]`. The export writes each frame layer as `<key>_<layername>_<t:04d>.ply`
+(besides the static layers, arrays and summary).
+
+Also for panels: `ShapePanel.add_button(text, slot, tip)` adds a button to the Run / Cancel / Export row
+(e.g. "Load …" for a file format of the method), and `ShapePanel.show_result(result)` shows a result
+that did not come from a job (a loaded file) exactly like a finished run's.
 """
 from __future__ import annotations
 
 import importlib
 import json
 import pkgutil
+import re
 import threading
 import traceback
 from dataclasses import dataclass, field
@@ -101,11 +116,14 @@ class Layer:
 @dataclass
 class PanelResult:
     """What `compute` returns: layers for the panel's 3D view, a summary (name -> number or text) for the
-    table and the export, optional extra arrays to export (name -> numpy array, written as .npy)."""
+    table and the export, optional extra arrays to export (name -> numpy array, written as .npy), and
+    optional animation frames: frames[t] the layers shown at time step t on top of `layers` (the view gets
+    a time slider; layers of one name across frames share one visibility checkbox)."""
 
     layers: list[Layer] = field(default_factory=list)
     summary: dict[str, Any] = field(default_factory=dict)
     arrays: dict[str, np.ndarray] = field(default_factory=dict)
+    frames: list[list[Layer]] = field(default_factory=list)
 
 
 class Cancelled(Exception):
@@ -136,15 +154,16 @@ class JobContext:
 
 
 class PanelJob(QtCore.QObject):
-    """Runs `compute(inputs, params, ctx)` in its own QThread. Signals: progress(float, str),
-    finished(PanelResult), cancelled(), failed(str)."""
+    """Runs `compute(inputs, params, ctx)` in its own QThread (inputs: label -> Capture, or list[Capture]
+    for sequence inputs). Signals: progress(float, str), finished(PanelResult), cancelled(), failed(str)."""
 
     progress = QtCore.Signal(float, str)
     finished = QtCore.Signal(object)
     cancelled = QtCore.Signal()
     failed = QtCore.Signal(str)
 
-    def __init__(self, fn: Callable[..., PanelResult], inputs: dict[str, Capture], params: dict[str, Any]) -> None:
+    def __init__(self, fn: Callable[..., PanelResult], inputs: dict[str, Capture | list[Capture]],
+                 params: dict[str, Any]) -> None:
         super().__init__()
         self.fn = fn
         self.inputs = inputs
@@ -192,7 +211,13 @@ class PanelJob(QtCore.QObject):
 
 
 class CloudView(QtWidgets.QWidget):
-    """A small 3D view of result layers (clouds as points, meshes shaded), z-up like the main view."""
+    """A small 3D view of result layers (clouds as points, meshes shaded), z-up like the main view.
+
+    With animation frames (`set_layers(layers, frames)`) a row under the view holds a time slider, a
+    play / pause button and a frame label; the view shows the static layers plus frames[t]."""
+
+    FPS = 8.0
+    """playback speed (frames per second)"""
 
     def __init__(self, parent: QtWidgets.QWidget | None = None) -> None:
         import pyqtgraph.opengl as gl
@@ -205,61 +230,143 @@ class CloudView(QtWidgets.QWidget):
         self.gl.setMinimumHeight(180)
         self.boxes = QtWidgets.QHBoxLayout()
         self.boxes.addStretch(1)
+        self.play_btn = QtWidgets.QToolButton(text="▶")
+        self.play_btn.setCheckable(True)
+        self.play_btn.setToolTip("Play / pause the animation")
+        self.slider = QtWidgets.QSlider(QtCore.Qt.Orientation.Horizontal)
+        self.slider.setRange(0, 0)
+        self.slider.setToolTip("Time step")
+        self.frame_label = QtWidgets.QLabel("")
+        self.frame_label.setMinimumWidth(70)
+        self.time_bar = QtWidgets.QWidget()
+        tl = QtWidgets.QHBoxLayout(self.time_bar)
+        tl.setContentsMargins(0, 0, 0, 0)
+        tl.addWidget(self.play_btn)
+        tl.addWidget(self.slider, 1)
+        tl.addWidget(self.frame_label)
+        self.time_bar.hide()
         lay = QtWidgets.QVBoxLayout(self)
         lay.setContentsMargins(0, 0, 0, 0)
         lay.addLayout(self.boxes)
         lay.addWidget(self.gl, 1)
+        lay.addWidget(self.time_bar)
         self._items: list[Any] = []
+        self._frame_items: list[Any] = []
         self._checks: list[QtWidgets.QCheckBox] = []
+        self._layers: list[Layer] = []
+        self._frames: list[list[Layer]] = []
+        self._visible: dict[str, bool] = {}
+        self._frame_checks: dict[str, QtWidgets.QCheckBox] = {}
+        self.frame_index = 0
+        self.timer = QtCore.QTimer(self)
+        self.timer.setInterval(int(1000 / self.FPS))
+        self.timer.timeout.connect(self._advance)
+        self.slider.valueChanged.connect(self.set_frame)
+        self.play_btn.toggled.connect(self.play)
+
+    @property
+    def n_frames(self) -> int:
+        """Number of animation frames (0 = a static result)."""
+        return len(self._frames)
+
+    @property
+    def playing(self) -> bool:
+        """True while the animation plays."""
+        return self.timer.isActive()
+
+    def shown_layers(self) -> list[Layer]:
+        """The layers drawn now: the static ones plus those of the current frame (visible or not)."""
+        return list(self._layers) + (list(self._frames[self.frame_index]) if self._frames else [])
 
     def clear(self) -> None:
-        """Remove every layer."""
-        for it in self._items:
+        """Remove every layer (and the animation)."""
+        self.timer.stop()
+        for it in self._items + self._frame_items:
             self.gl.removeItem(it)
         for b in self._checks:
             self.boxes.removeWidget(b)
             b.deleteLater()
-        self._items, self._checks = [], []
+        self._items, self._frame_items, self._checks = [], [], []
+        self._layers, self._frames, self._frame_checks = [], [], {}
+        self.frame_index = 0
+        self.play_btn.blockSignals(True)
+        self.play_btn.setChecked(False)
+        self.play_btn.setText("▶")
+        self.play_btn.blockSignals(False)
+        self.time_bar.hide()
 
-    def set_layers(self, layers: list[Layer]) -> None:
-        """Show `layers` (replacing the previous ones) and frame them."""
+    def _make_item(self, layer: Layer) -> Any:
+        """A GL item for one layer (None when it has no points)."""
         import pyqtgraph.opengl as gl
-        from PySide6 import QtGui
 
         from app.gui.views import headlight_shader, to_display
         from fusion.meshing import vertex_normals
 
+        p = to_display(layer.points)
+        if len(p) == 0:
+            return None
+        if layer.colors is not None:
+            c = np.concatenate([np.asarray(layer.colors, np.float32) / 255.0,
+                                np.full((len(p), 1), layer.alpha, np.float32)], 1)
+        else:
+            c = np.array([0.75, 0.75, 0.78, layer.alpha], np.float32)
+        if layer.faces is not None and len(layer.faces):
+            md = gl.MeshData(vertexes=p, faces=np.asarray(layer.faces, np.uint32))
+            md._vertexNormals = to_display(vertex_normals(np.asarray(layer.points, np.float32),
+                                                          np.asarray(layer.faces, np.int64)))
+            if c.ndim == 2:
+                md.setVertexColors(c)
+            item = gl.GLMeshItem(meshdata=md, smooth=True, shader=headlight_shader(),
+                                 color=tuple(c) if c.ndim == 1 else (1, 1, 1, 1))
+        else:
+            item = gl.GLScatterPlotItem(pos=p, color=c, size=layer.size, pxMode=True)
+            item.setGLOptions("translucent" if layer.alpha < 1 else "opaque")
+        return item
+
+    def _add_check(self, name: str, checked: bool) -> QtWidgets.QCheckBox:
+        box = QtWidgets.QCheckBox(name)
+        box.setChecked(checked)
+        self.boxes.insertWidget(self.boxes.count() - 1, box)
+        self._checks.append(box)
+        return box
+
+    def set_layers(self, layers: list[Layer], frames: list[list[Layer]] | None = None) -> None:
+        """Show `layers` (replacing the previous ones) and, when given, the animation `frames` (frames[t]
+        drawn on top of `layers` at time step t; starts at t = 0, paused); frame the whole lot."""
+        from PySide6 import QtGui
+
+        from app.gui.views import to_display
+
         self.clear()
+        self._layers = list(layers)
+        self._frames = [list(f) for f in (frames or [])]
         allp = []
-        for layer in layers:
-            p = to_display(layer.points)
-            if len(p) == 0:
+        for layer in self._layers:
+            item = self._make_item(layer)
+            if item is None:
                 continue
-            allp.append(p)
-            if layer.colors is not None:
-                c = np.concatenate([np.asarray(layer.colors, np.float32) / 255.0,
-                                    np.full((len(p), 1), layer.alpha, np.float32)], 1)
-            else:
-                c = np.array([0.75, 0.75, 0.78, layer.alpha], np.float32)
-            if layer.faces is not None and len(layer.faces):
-                md = gl.MeshData(vertexes=p, faces=np.asarray(layer.faces, np.uint32))
-                md._vertexNormals = to_display(vertex_normals(np.asarray(layer.points, np.float32),
-                                                              np.asarray(layer.faces, np.int64)))
-                if c.ndim == 2:
-                    md.setVertexColors(c)
-                item = gl.GLMeshItem(meshdata=md, smooth=True, shader=headlight_shader(),
-                                     color=tuple(c) if c.ndim == 1 else (1, 1, 1, 1))
-            else:
-                item = gl.GLScatterPlotItem(pos=p, color=c, size=layer.size, pxMode=True)
-                item.setGLOptions("translucent" if layer.alpha < 1 else "opaque")
+            allp.append(to_display(layer.points))
             item.setVisible(layer.visible)
             self.gl.addItem(item)
             self._items.append(item)
-            box = QtWidgets.QCheckBox(layer.name)
-            box.setChecked(layer.visible)
-            box.toggled.connect(item.setVisible)
-            self.boxes.insertWidget(self.boxes.count() - 1, box)
-            self._checks.append(box)
+            self._add_check(layer.name, layer.visible).toggled.connect(item.setVisible)
+        if self._frames:
+            self._visible = {}
+            for fr in self._frames:
+                for layer in fr:
+                    if layer.name not in self._visible:
+                        self._visible[layer.name] = layer.visible
+                        box = self._add_check(layer.name, layer.visible)
+                        box.toggled.connect(lambda on, n=layer.name: self._set_frame_layer_visible(n, on))
+                        self._frame_checks[layer.name] = box
+                    if len(layer.points):
+                        allp.append(to_display(layer.points))
+            self.slider.blockSignals(True)
+            self.slider.setRange(0, len(self._frames) - 1)
+            self.slider.setValue(0)
+            self.slider.blockSignals(False)
+            self.time_bar.show()
+            self._show_frame(0)
         if allp:
             pts = np.concatenate(allp)
             lo, hi = np.percentile(pts, 1, axis=0), np.percentile(pts, 99, axis=0)
@@ -267,6 +374,52 @@ class CloudView(QtWidgets.QWidget):
             ext = float(np.max(hi - lo)) or 1.0
             self.gl.setCameraPosition(pos=QtGui.QVector3D(*map(float, c)), distance=1.8 * ext, elevation=18,
                                       azimuth=-90)
+
+    def _set_frame_layer_visible(self, name: str, on: bool) -> None:
+        self._visible[name] = bool(on)
+        self._show_frame(self.frame_index)
+
+    def _show_frame(self, t: int) -> None:
+        for it in self._frame_items:
+            self.gl.removeItem(it)
+        self._frame_items = []
+        self.frame_index = int(t)
+        for layer in self._frames[self.frame_index]:
+            item = self._make_item(layer)
+            if item is None:
+                continue
+            item.setVisible(self._visible.get(layer.name, layer.visible))
+            self.gl.addItem(item)
+            self._frame_items.append(item)
+        self.frame_label.setText(f"frame {self.frame_index + 1} / {len(self._frames)}")
+
+    def set_frame(self, t: int) -> None:
+        """Show time step t (clamped to the frames; moves the slider)."""
+        if not self._frames:
+            return
+        t = int(np.clip(t, 0, len(self._frames) - 1))
+        if self.slider.value() != t:
+            self.slider.blockSignals(True)
+            self.slider.setValue(t)
+            self.slider.blockSignals(False)
+        self._show_frame(t)
+
+    def play(self, on: bool = True) -> None:
+        """Start (on) or pause the animation; it loops."""
+        on = bool(on) and len(self._frames) > 1
+        if self.play_btn.isChecked() != on:
+            self.play_btn.blockSignals(True)
+            self.play_btn.setChecked(on)
+            self.play_btn.blockSignals(False)
+        self.play_btn.setText("❚❚" if on else "▶")
+        if on:
+            self.timer.start()
+        else:
+            self.timer.stop()
+
+    def _advance(self) -> None:
+        if self._frames:
+            self.set_frame((self.frame_index + 1) % len(self._frames))
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -358,6 +511,144 @@ class InputChooser(QtWidgets.QWidget):
                 notify(self, "Cannot read the file", str(e))
 
 
+SEQUENCE_SUFFIXES = (".ply", ".obj", ".off")
+"""file types a sequence folder is read from"""
+
+
+def natural_key(name: str) -> list[Any]:
+    """Sort key for file names with numbers compared as numbers ("f2" < "f10")."""
+    return [int(t) if t.isdigit() else t.lower() for t in re.split(r"(\d+)", name)]
+
+
+def sequence_files(folder: str | Path) -> list[Path]:
+    """The PLY / OBJ / OFF files of a folder in natural name order; InputError when there are none."""
+    d = Path(folder)
+    if not d.is_dir():
+        raise InputError(f"{d}: not a folder")
+    files = sorted((f for f in d.iterdir() if f.is_file() and f.suffix.lower() in SEQUENCE_SUFFIXES),
+                   key=lambda f: natural_key(f.name))
+    if not files:
+        raise InputError(f"{d}: no PLY / OBJ / OFF files in this folder")
+    return files
+
+
+class SequenceChooser(QtWidgets.QWidget):
+    """Choose an ordered list of clouds: captures ticked in a list (in capture-list order), then files added
+    with "Files…" / "Folder…" (in the order added; a folder's files in natural name order).
+
+    New captures and files arrive ticked; `current()` returns the ticked clouds in list order."""
+
+    def __init__(self, store: CaptureStore, parent: QtWidgets.QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.store = store
+        self.list = QtWidgets.QListWidget()
+        self.list.setMaximumHeight(96)
+        self.list.setToolTip("Tick the clouds of the sequence (order: captures as listed, then files)")
+        self.files_btn = QtWidgets.QToolButton(text="Files…")
+        self.files_btn.setToolTip("Add point cloud or mesh files (PLY, OBJ, OFF, …)")
+        self.folder_btn = QtWidgets.QToolButton(text="Folder…")
+        self.folder_btn.setToolTip("Add every PLY / OBJ / OFF file of a folder, in natural name order")
+        self.clear_btn = QtWidgets.QToolButton(text="Clear files")
+        self.count_label = QtWidgets.QLabel("")
+        self.count_label.setStyleSheet("color: #9aa0a6")
+        buttons = QtWidgets.QHBoxLayout()
+        for w in (self.files_btn, self.folder_btn, self.clear_btn):
+            buttons.addWidget(w)
+        buttons.addStretch(1)
+        buttons.addWidget(self.count_label)
+        lay = QtWidgets.QVBoxLayout(self)
+        lay.setContentsMargins(0, 0, 0, 0)
+        lay.addWidget(self.list)
+        lay.addLayout(buttons)
+        self.files: list[Capture] = []
+        self._checked: dict[int, bool] = {}  # id(capture) -> ticked
+        self.files_btn.clicked.connect(self._files_dialog)
+        self.folder_btn.clicked.connect(self._folder_dialog)
+        self.clear_btn.clicked.connect(self.clear_files)
+        self.list.itemChanged.connect(self._item_changed)
+        store.changed.connect(self.refresh)
+        self.refresh()
+
+    def _pool(self) -> list[tuple[str, Capture]]:
+        return [("capture", c) for c in self.store.items] + [("file", c) for c in self.files]
+
+    def refresh(self) -> None:
+        """Rebuild the list (captures, then files), keeping the ticks; new entries arrive ticked."""
+        self.list.blockSignals(True)
+        self.list.clear()
+        alive = set()
+        for i, (kind, cap) in enumerate(self._pool()):
+            alive.add(id(cap))
+            text = (f"capture {i + 1}: {cap.name}" if kind == "capture" else f"file: {Path(cap.source).name}")
+            item = QtWidgets.QListWidgetItem(f"{text} ({cap.num_points:,} pts)")
+            item.setFlags(item.flags() | QtCore.Qt.ItemFlag.ItemIsUserCheckable)
+            on = self._checked.setdefault(id(cap), True)
+            item.setCheckState(QtCore.Qt.CheckState.Checked if on else QtCore.Qt.CheckState.Unchecked)
+            item.setData(QtCore.Qt.ItemDataRole.UserRole, id(cap))
+            self.list.addItem(item)
+        self._checked = {k: v for k, v in self._checked.items() if k in alive}
+        self.list.blockSignals(False)
+        self._update_count()
+
+    def _item_changed(self, item: QtWidgets.QListWidgetItem) -> None:
+        self._checked[int(item.data(QtCore.Qt.ItemDataRole.UserRole))] = (
+            item.checkState() == QtCore.Qt.CheckState.Checked)
+        self._update_count()
+
+    def _update_count(self) -> None:
+        n = len(self.current())
+        self.count_label.setText(f"{n} of {self.list.count()} chosen")
+
+    def current(self) -> list[Capture]:
+        """The ticked clouds in list order (captures, then files); empty when none."""
+        return [cap for _, cap in self._pool() if self._checked.get(id(cap), False)]
+
+    def set_checked(self, caps: list[Capture]) -> None:
+        """Tick exactly these clouds (by identity), untick the others."""
+        want = {id(c) for c in caps}
+        for _, cap in self._pool():
+            self._checked[id(cap)] = id(cap) in want
+        self.refresh()
+
+    def select_captures(self, rows: list[int]) -> None:
+        """Tick exactly the captures at these rows of the store (files and other captures unticked)."""
+        self.set_checked([self.store.items[r] for r in rows])
+
+    def add_files(self, paths: list[str | Path]) -> list[Capture]:
+        """Load files (in the given order) and append them ticked; InputError names the first unreadable
+        one (nothing is added then)."""
+        caps = [load_cloud_file(p) for p in paths]
+        self.files.extend(caps)
+        self.refresh()
+        return caps
+
+    def add_folder(self, folder: str | Path) -> list[Capture]:
+        """Append every PLY / OBJ / OFF file of a folder in natural name order (see `sequence_files`)."""
+        return self.add_files(sequence_files(folder))
+
+    def clear_files(self) -> None:
+        """Forget the files (captures stay)."""
+        self.files = []
+        self.refresh()
+
+    def _files_dialog(self) -> None:
+        paths, _ = QtWidgets.QFileDialog.getOpenFileNames(self, "Choose point clouds or meshes", "",
+                                                          "Clouds and meshes (*.ply *.obj *.off *.stl *.glb *.xyz *.pts *.npy *.npz);;All files (*)")
+        if paths:
+            try:
+                self.add_files(paths)
+            except InputError as e:
+                notify(self, "Cannot read the file", str(e))
+
+    def _folder_dialog(self) -> None:
+        folder = QtWidgets.QFileDialog.getExistingDirectory(self, "Choose a folder of PLY / OBJ / OFF files")
+        if folder:
+            try:
+                self.add_folder(folder)
+            except InputError as e:
+                notify(self, "Cannot read the folder", str(e))
+
+
 class ShapePanel(QtWidgets.QWidget):
     """Base class of side panels (see the module docstring). Subclasses set the class attributes and
     implement `compute`; they may override `export`.
@@ -369,6 +660,8 @@ class ShapePanel(QtWidgets.QWidget):
     title: ClassVar[str] = "Panel"
     description: ClassVar[str] = ""
     inputs: ClassVar[tuple[str, ...]] = ("Input",)
+    sequence_inputs: ClassVar[tuple[str, ...]] = ()
+    """labels of `inputs` that take an ordered list of clouds (compute gets list[Capture] for them)"""
     params: ClassVar[tuple[Param, ...]] = ()
     order: ClassVar[int] = 100
 
@@ -377,28 +670,24 @@ class ShapePanel(QtWidgets.QWidget):
     jobCancelled = QtCore.Signal()
     jobFailed = QtCore.Signal(str)
 
-    def compute(self, inputs: dict[str, Capture], params: dict[str, Any], ctx: JobContext) -> PanelResult:
-        """The method itself, run in a worker thread: inputs by label, params by name. Must call
-        ctx.progress now and then (it also raises Cancelled on Cancel). Override."""
+    def compute(self, inputs: dict[str, Any], params: dict[str, Any], ctx: JobContext) -> PanelResult:
+        """The method itself, run in a worker thread: inputs by label (a Capture, or list[Capture] for the
+        labels in `sequence_inputs`), params by name. Must call ctx.progress now and then (it also raises
+        Cancelled on Cancel). Override."""
         raise NotImplementedError
 
     def export(self, result: PanelResult, folder: Path) -> list[Path]:
-        """Write a result into `folder`: each layer as PLY, each array as .npy, the summary as JSON."""
+        """Write a result into `folder`: each layer as PLY (`<key>_<layer>.ply`), each frame layer as
+        `<key>_<layer>_<t:04d>.ply`, each array as .npy, the summary as JSON."""
         from fusion.atomic import write_text_atomic
 
         folder.mkdir(parents=True, exist_ok=True)
         out = []
         for i, layer in enumerate(result.layers):
-            name = "".join(c if c.isalnum() else "_" for c in layer.name) or f"layer{i}"
-            if layer.faces is not None and len(layer.faces):
-                from fusion.export import save_mesh
-                from fusion.meshing import TriMesh
-
-                out.append(save_mesh(folder / f"{self.key}_{name}.ply", TriMesh(
-                    np.asarray(layer.points, np.float32), np.asarray(layer.faces, np.int32), None, layer.colors)))
-            else:
-                out.append(write_capture_ply(folder / f"{self.key}_{name}.ply",
-                                             Capture(layer.points, colors=layer.colors, name=layer.name)))
+            out.append(self._write_layer(folder / f"{self.key}_{self._file_name(layer, i)}.ply", layer))
+        for t, frame in enumerate(result.frames):
+            for i, layer in enumerate(frame):
+                out.append(self._write_layer(folder / f"{self.key}_{self._file_name(layer, i)}_{t:04d}.ply", layer))
         for name, arr in result.arrays.items():
             p = folder / f"{self.key}_{name}.npy"
             np.save(p, np.asarray(arr))
@@ -407,6 +696,21 @@ class ShapePanel(QtWidgets.QWidget):
         write_text_atomic(p, json.dumps({"panel": self.key, "summary": result.summary}, indent=2, default=str) + "\n")
         out.append(p)
         return out
+
+    @staticmethod
+    def _file_name(layer: Layer, i: int) -> str:
+        return "".join(c if c.isalnum() else "_" for c in layer.name) or f"layer{i}"
+
+    @staticmethod
+    def _write_layer(path: Path, layer: Layer) -> Path:
+        """One layer as PLY: a mesh (vertices, faces, colors) or a capture cloud."""
+        if layer.faces is not None and len(layer.faces):
+            from fusion.export import save_mesh
+            from fusion.meshing import TriMesh
+
+            return save_mesh(path, TriMesh(np.asarray(layer.points, np.float32), np.asarray(layer.faces, np.int32),
+                                           None, layer.colors))
+        return write_capture_ply(path, Capture(layer.points, colors=layer.colors, name=layer.name))
 
     # ---------------------------------------------------------------- widgets
     def __init__(self, store: CaptureStore, parent: QtWidgets.QWidget | None = None) -> None:
@@ -418,10 +722,10 @@ class ShapePanel(QtWidgets.QWidget):
         desc = QtWidgets.QLabel(self.description)
         desc.setWordWrap(True)
         desc.setStyleSheet("color: #9aa0a6")
-        self.choosers: dict[str, InputChooser] = {}
         form = QtWidgets.QFormLayout()
+        self.choosers: dict[str, InputChooser | SequenceChooser] = {}
         for label in self.inputs:
-            ch = InputChooser(store)
+            ch = SequenceChooser(store) if label in self.sequence_inputs else InputChooser(store)
             self.choosers[label] = ch
             form.addRow(label, ch)
         self.param_widgets: dict[str, QtWidgets.QWidget] = {}
@@ -444,6 +748,7 @@ class ShapePanel(QtWidgets.QWidget):
         row.addWidget(self.run_btn)
         row.addWidget(self.cancel_btn)
         row.addWidget(self.export_btn)
+        self.button_row = row
         self.view = CloudView()
         self.table = QtWidgets.QTableWidget(0, 2)
         self.table.setHorizontalHeaderLabels(["result", "value"])
@@ -521,12 +826,13 @@ class ShapePanel(QtWidgets.QWidget):
         missing, with a message)."""
         if self.running:
             return None
-        inputs = {}
+        inputs: dict[str, Capture | list[Capture]] = {}
         for label, ch in self.choosers.items():
             cap = ch.current()
-            if cap is None:
+            if not cap:
+                what = "captures or files" if label in self.sequence_inputs else "a capture or a file"
                 self.log.emit("warning", f"{self.title}: choose input {label!r} first")
-                notify(self, self.title, f"Choose input “{label}” first (a capture or a file).", "info")
+                notify(self, self.title, f"Choose input “{label}” first ({what}).", "info")
                 return None
             inputs[label] = cap
         self.progress_log = []
@@ -539,7 +845,8 @@ class ShapePanel(QtWidgets.QWidget):
         self.cancel_btn.setEnabled(True)
         self.bar.setValue(0)
         self.bar.setFormat("starting …")
-        self.log.emit("info", f"{self.title}: running on {', '.join(c.name for c in inputs.values())}")
+        names = [f"{len(c)} clouds" if isinstance(c, list) else c.name for c in inputs.values()]
+        self.log.emit("info", f"{self.title}: running on {', '.join(names)}")
         self.job.start()
         return self.job
 
@@ -566,17 +873,30 @@ class ShapePanel(QtWidgets.QWidget):
         self.bar.setValue(int(1000 * f))
         self.bar.setFormat(f"{text} %p%" if text else "%p%")
 
-    def _on_finished(self, res: PanelResult) -> None:
+    def add_button(self, text: str, slot: Callable[[], Any], tip: str = "") -> QtWidgets.QPushButton:
+        """Add a button to the Run / Cancel / Export row (e.g. "Load …" of a method's file format)."""
+        btn = QtWidgets.QPushButton(text)
+        btn.setToolTip(tip)
+        btn.clicked.connect(lambda _=False: slot())
+        self.button_row.addWidget(btn)
+        return btn
+
+    def show_result(self, res: PanelResult) -> None:
+        """Show a result (view, summary table, Export enabled) that did not come from a job, e.g. a loaded
+        file; does not emit jobFinished."""
         self.result = res
-        self.bar.setValue(1000)
-        self._idle("done")
-        self.view.set_layers(res.layers)
+        self.view.set_layers(res.layers, res.frames)
         self.table.setRowCount(len(res.summary))
         for i, (k, v) in enumerate(res.summary.items()):
             self.table.setItem(i, 0, QtWidgets.QTableWidgetItem(str(k)))
             txt = f"{v:.4g}" if isinstance(v, float) else str(v)
             self.table.setItem(i, 1, QtWidgets.QTableWidgetItem(txt))
         self.export_btn.setEnabled(True)
+
+    def _on_finished(self, res: PanelResult) -> None:
+        self.bar.setValue(1000)
+        self._idle("done")
+        self.show_result(res)
         self.log.emit("info", f"{self.title}: done — " + ", ".join(
             f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in list(res.summary.items())[:3]))
         self.jobFinished.emit(res)
