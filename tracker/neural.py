@@ -40,8 +40,8 @@ from fusion.motion import TrackingInput, TrackingResult
 from tracker.classical import ClassicalTracker, ClassicalTrackerConfig, Correspondences
 from tracker.diffsolver import DiffSolverConfig, arap_edge_weights, solve_motion
 
-__all__ = ["NeuralTrackerConfig", "NeuralTracker", "Keyframe", "KeyframeMatches", "filter_keyframe",
-           "multi_keyframe_consistency", "resolve_device", "make_tracker", "make_neural_tracker"]
+__all__ = ["NeuralTrackerConfig", "NeuralTracker", "Keyframe", "KeyframeMatches", "TrackerOverlay", "filter_keyframe",
+           "multi_keyframe_consistency", "overlay_heatmap", "resolve_device", "make_tracker", "make_neural_tracker"]
 
 
 def resolve_device(device: str) -> torch.device:
@@ -87,6 +87,8 @@ class NeuralTrackerConfig:
     classical: settings of that refinement (no rigid pre-alignment: the neural solve replaces it).
     fallback: the classical tracker used for the first frame (no keyframe yet) and when no keyframe gives
       usable correspondences (default: the classical tracker's own defaults).
+    overlay / overlay_points: keep the last frame's `TrackerOverlay` (for the app's views) with at most
+      this many correspondences (an even subset of the most recent used keyframe's).
     """
 
     weights: str | None = None
@@ -115,6 +117,8 @@ class NeuralTrackerConfig:
         rigid_iterations=0, iterations=2, max_points=2000))
     fallback: ClassicalTrackerConfig = field(default_factory=ClassicalTrackerConfig)
     seed: int = 0
+    overlay: bool = True
+    overlay_points: int = 300
 
 
 @dataclass
@@ -141,6 +145,9 @@ class KeyframeMatches:
     weights: np.ndarray
     valid: np.ndarray
     rejected: dict = field(default_factory=dict)
+    maps: tuple | None = None
+    """(weights float32 [H,W] keyframe pixels, backward flow float32 [H,W,2] live -> keyframe pixels or None)
+    of the network pass, kept only while the overlay of the frame is built (None otherwise)"""
 
     @property
     def invalid_fraction(self) -> float:
@@ -243,6 +250,74 @@ def multi_keyframe_consistency(sample_ids: list[np.ndarray], targets: list[np.nd
     return out, int(len(bad_ids))
 
 
+@dataclass(frozen=True)
+class TrackerOverlay:
+    """What the networks said about the last tracked frame, small enough to draw every frame (the app's
+    color view shows it over the live image).
+
+    frame_index / keyframe_index: the live frame and the keyframe the correspondences come from (the most
+      recent keyframe whose correspondences were used, else the most recent with visible model samples).
+    size: (width, height) of the tracked frames: every pixel coordinate below is in that image (pixel
+      centres at integers; the app scales to the image it shows).
+    src_uv: float32 [C,2] keyframe pixels (u, v) of visible model samples (an even subset, C <= overlay_points).
+    tgt_uv: float32 [C,2] their live pixels predicted by Phi.
+    weights: float32 [C] Psi weights in (0, 1).
+    valid: bool [C] passed the per-keyframe filters (weight, target depth, bi-directional check).
+    heatmap: float32 [H', W'] Psi weights at the network's resolution (phi_size), NaN where there is no
+      correspondence (no depth); in live-frame pixels when `heatmap_space` is "live" (each live pixel reads
+      the weight of the keyframe pixel the backward flow maps it to), else in keyframe pixels ("keyframe",
+      when the tracker runs without the bi-directional pass).
+    """
+
+    frame_index: int
+    keyframe_index: int
+    size: tuple[int, int]
+    src_uv: np.ndarray
+    tgt_uv: np.ndarray
+    weights: np.ndarray
+    valid: np.ndarray
+    heatmap: np.ndarray
+    heatmap_space: str = "live"
+
+    def as_dict(self) -> dict:
+        """Plain data (numpy arrays and numbers) for a Qt signal."""
+        return {"frame_index": self.frame_index, "keyframe_index": self.keyframe_index, "size": tuple(self.size),
+                "src_uv": self.src_uv, "tgt_uv": self.tgt_uv, "weights": self.weights, "valid": self.valid,
+                "heatmap": self.heatmap, "heatmap_space": self.heatmap_space}
+
+
+def overlay_heatmap(weights: np.ndarray, kf_depth: np.ndarray, live_depth: np.ndarray,
+                    backward_flow: np.ndarray | None, size: tuple[int, int]) -> tuple[np.ndarray, str]:
+    """The Psi weight map resampled to `size` = (w', h') pixel centres.
+
+    weights: float32 [H,W] Psi weights on keyframe pixels; kf_depth / live_depth: float32 [H,W] m (0 invalid);
+    backward_flow: float32 [H,W,2] live -> keyframe pixels, or None. With the backward flow the map is in live
+    pixels: a live pixel with depth reads the (bilinear) weight of the keyframe pixel it maps to, NaN when that
+    lands outside the keyframe or on no keyframe depth. Without it, the map is the weights on keyframe pixels
+    that have depth. Returns (float32 [h', w'] in (0, 1) or NaN, "live" | "keyframe").
+    """
+    h, w = weights.shape
+    pw, ph = int(size[0]), int(size[1])
+    uu, vv = np.meshgrid((np.arange(pw) + 0.5) * (w / pw) - 0.5, (np.arange(ph) + 0.5) * (h / ph) - 0.5)
+    u, v = uu.ravel(), vv.ravel()
+    ui = np.clip(np.floor(u + 0.5).astype(np.int64), 0, w - 1)
+    vi = np.clip(np.floor(v + 0.5).astype(np.int64), 0, h - 1)
+    if backward_flow is None:
+        val, _ = _bilinear(weights.astype(np.float64), u, v)
+        ok = kf_depth[vi, ui] > 0
+        space = "keyframe"
+    else:
+        back, _ = _bilinear(backward_flow.astype(np.float64), u, v)
+        su, sv = u + back[:, 0], v + back[:, 1]
+        val, inside = _bilinear(weights.astype(np.float64), su, sv)
+        sui = np.clip(np.floor(su + 0.5).astype(np.int64), 0, w - 1)
+        svi = np.clip(np.floor(sv + 0.5).astype(np.int64), 0, h - 1)
+        ok = (live_depth[vi, ui] > 0) & inside & (kf_depth[svi, sui] > 0)
+        space = "live"
+    out = np.where(ok, val, np.nan).astype(np.float32)
+    return out.reshape(ph, pw), space
+
+
 # --------------------------------------------------------------------------------------------------
 # the tracker
 # --------------------------------------------------------------------------------------------------
@@ -275,13 +350,16 @@ class NeuralTracker:
         self._tracked = 0
         self._since_kf = 0
         self._rng = np.random.default_rng(self.config.seed)
+        self.last_overlay: TrackerOverlay | None = None
+        """the overlay of the last frame `estimate` was given (None: that frame had no keyframe to match)"""
 
     # ------------------------------------------------------------------------------------------
     def reset(self) -> None:
-        """Forget the keyframes and counters."""
+        """Forget the keyframes, counters and the last overlay."""
         self.keyframes = []
         self._tracked = 0
         self._since_kf = 0
+        self.last_overlay = None
 
     def add_keyframe(self, frame: RGBDFrame, motion: GraphMotion) -> None:
         """Store `frame` with its motion canonical -> frame as a keyframe (keeps the first and the most
@@ -369,7 +447,8 @@ class NeuralTracker:
         tz, valid, rej = filter_keyframe(kuv, tuv, w, kf.frame.depth, inp.frame.depth, inp.frame.intrinsics,
                                          back if cfg.bidirectional else None, cfg.min_weight, cfg.bidir_max_error)
         rej["not_visible"] = int(len(ids) - len(sid))
-        return KeyframeMatches(sid, kuv, tuv, tz, w, valid, rej)
+        maps = (wts, back if cfg.bidirectional else None) if cfg.overlay else None
+        return KeyframeMatches(sid, kuv, tuv, tz, w, valid, rej, maps)
 
     def correspondences(self, inp: TrackingInput) -> tuple[Correspondences | None, dict]:
         """All filtered correspondences from the keyframes to the live frame (None when none survive)."""
@@ -382,14 +461,23 @@ class NeuralTracker:
         stats: dict = {"keyframes": len(self.keyframes), "samples": int(len(ids)), "model_points": int(m),
                        "per_keyframe": []}
         matches: list[KeyframeMatches] = []
+        seen: list[tuple[Keyframe, KeyframeMatches, bool]] = []
         for kf in self.keyframes:
             km = self.keyframe_matches(kf, inp, ids)
             info = {"index": kf.index, "visible": int(len(km.sample_ids)), "valid": int(km.valid.sum()),
                     "invalid_fraction": km.invalid_fraction, **km.rejected}
             info["used"] = bool(len(km.sample_ids) > 0 and km.invalid_fraction <= cfg.max_invalid_fraction)
             stats["per_keyframe"].append(info)
+            seen.append((kf, km, info["used"]))
             if info["used"]:
                 matches.append(km)
+        # the overlay: the most recent used keyframe, else the most recent one with visible samples
+        shown = [s for s in seen if s[2] and s[1].maps is not None] or \
+            [s for s in seen if len(s[1].sample_ids) and s[1].maps is not None]
+        if shown:
+            self.last_overlay = self._make_overlay(shown[-1][0], shown[-1][1], inp.frame)
+        for _, km, _ in seen:
+            km.maps = None  # the full-resolution maps are not kept past this frame
         if not matches:
             return None, stats
         k = inp.frame.intrinsics
@@ -406,6 +494,22 @@ class NeuralTracker:
                                np.concatenate([km.weights[v] for km, v in zip(matches, valid)]))
         stats["correspondences"] = int(len(sid))
         return corr, stats
+
+    def _make_overlay(self, kf: Keyframe, km: KeyframeMatches, live: RGBDFrame) -> TrackerOverlay:
+        """The overlay of one keyframe's matches to `live` (an even subset of at most overlay_points
+        correspondences, the weight map at phi_size)."""
+        cfg = self.config
+        k = live.intrinsics
+        n = len(km.sample_ids)
+        sel = np.linspace(0, n - 1, min(n, max(0, cfg.overlay_points))).astype(np.int64) if n else np.zeros(0, np.int64)
+        wts, back = km.maps
+        size = cfg.phi_size or (k.width, k.height)
+        heat, space = overlay_heatmap(wts, kf.frame.depth, live.depth, back, size)
+        return TrackerOverlay(int(live.index), int(kf.index), (int(k.width), int(k.height)),
+                              np.asarray(km.kf_uv[sel], np.float32).reshape(-1, 2),
+                              np.asarray(km.target_uv[sel], np.float32).reshape(-1, 2),
+                              np.clip(np.asarray(km.weights[sel], np.float32), 0.0, 1.0),
+                              np.asarray(km.valid[sel], bool), heat, space)
 
     # ------------------------------------------------------------------------------------------
     def _solve(self, inp: TrackingInput, corr: Correspondences) -> tuple[GraphMotion | None, dict]:
@@ -443,6 +547,7 @@ class NeuralTracker:
     def _estimate(self, inp: TrackingInput) -> TrackingResult:
         cfg = self.config
         t0 = time.perf_counter()
+        self.last_overlay = None
         if inp.graph.num_nodes == 0:
             return TrackingResult(inp.prev_motion, ok=False, message="the deformation graph has no nodes")
         if not self.keyframes:

@@ -73,6 +73,7 @@ class MainWindow(QtWidgets.QMainWindow):
         self.state: dict = {}
         self.last_stats: dict = {}
         self.last_mesh: dict | None = None
+        self.last_tracker_overlay: dict | None = None
         self.frames_shown = 0
         self.mesh_updates = 0
         self.errors: list[tuple[str, str]] = []
@@ -237,6 +238,7 @@ class MainWindow(QtWidgets.QMainWindow):
         w.exportProgress.connect(self._on_export_progress)
         w.exportFinished.connect(self._on_export_finished)
         w.capabilities.connect(self._on_capabilities)
+        w.overlayReady.connect(self._on_tracker_overlay)
         t = self.transport
         t.playRequested.connect(lambda on: self.host.send("play" if on else "pause"))
         t.stepRequested.connect(lambda d: self.host.send("step", {"delta": d}))
@@ -407,6 +409,10 @@ class MainWindow(QtWidgets.QMainWindow):
         self.scene.set_meshes(payload)
         self.status_panel.update_mesh(payload)
         self._update_overlay()
+
+    def _on_tracker_overlay(self, payload: dict) -> None:
+        self.last_tracker_overlay = payload
+        self.color_view.set_tracker_overlay(payload)
 
     def _on_stats(self, st: dict) -> None:
         self.last_stats = st

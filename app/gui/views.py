@@ -60,8 +60,89 @@ class _Header(QtWidgets.QWidget):
         self.row.addWidget(w)
 
 
+def heatmap_rgba(heat: np.ndarray, alpha: int = 150) -> np.ndarray:
+    """Turbo colors of a weight map float [H, W] in [0, 1] (NaN = no data) as uint8 RGBA [H, W, 4]: alpha
+    `alpha` where there is data, 0 (transparent) where NaN. Cheap: meant to run off the UI thread."""
+    h = np.asarray(heat, np.float32)
+    ok = np.isfinite(h)
+    idx = (np.clip(np.where(ok, h, 0.0), 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
+    out = np.empty(h.shape + (4,), np.uint8)
+    out[..., :3] = _TURBO_LUT[idx]
+    out[..., 3] = np.where(ok, np.uint8(alpha), np.uint8(0))
+    return out
+
+
+def weight_colors(weights: np.ndarray, valid: np.ndarray | None = None) -> np.ndarray:
+    """Turbo colors of weights float [C] in [0, 1] as uint8 RGBA [C, 4]; entries not `valid` (rejected by
+    the tracker's filters) are drawn faint (alpha 70 instead of 230)."""
+    w = np.clip(np.nan_to_num(np.asarray(weights, np.float32), nan=0.0), 0.0, 1.0)
+    out = np.empty((len(w), 4), np.uint8)
+    out[:, :3] = _TURBO_LUT[(w * 255.0 + 0.5).astype(np.uint8)]
+    out[:, 3] = 230 if valid is None else np.where(np.asarray(valid, bool), 230, 70)
+    return out
+
+
+class CorrespondenceItem(pg.GraphicsObject):
+    """Arrows from source to target pixels, one color each (image coordinates; cosmetic 1.5 px pens).
+    Drawn into a QPicture once per `set_data`, so repaints while zooming cost little."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._picture = QtGui.QPicture()
+        self.count = 0
+        self._rect = QtCore.QRectF()
+
+    def set_data(self, src: np.ndarray | None, tgt: np.ndarray | None, colors: np.ndarray | None,
+                 head: float = 6.0) -> None:
+        """src / tgt float [C, 2] display coordinates (x, y); colors uint8 [C, 4] RGBA; head: arrowhead
+        length in display units (shortened for short arrows). None / empty clears."""
+        self.prepareGeometryChange()
+        self._picture = QtGui.QPicture()
+        self.count = 0 if src is None else int(len(src))
+        if self.count:
+            p = QtGui.QPainter(self._picture)
+            p.setRenderHint(QtGui.QPainter.RenderHint.Antialiasing)
+            d = np.asarray(tgt, np.float64) - np.asarray(src, np.float64)
+            length = np.maximum(np.linalg.norm(d, axis=1), 1e-9)
+            hl = np.minimum(head, 0.4 * length)
+            back = -d / length[:, None]
+            c, s_ = np.cos(np.radians(25)), np.sin(np.radians(25))
+            left = np.stack([back[:, 0] * c - back[:, 1] * s_, back[:, 0] * s_ + back[:, 1] * c], 1) * hl[:, None]
+            right = np.stack([back[:, 0] * c + back[:, 1] * s_, -back[:, 0] * s_ + back[:, 1] * c], 1) * hl[:, None]
+            for i in range(self.count):
+                pen = QtGui.QPen(QtGui.QColor(*(int(x) for x in colors[i])))
+                pen.setCosmetic(True)
+                pen.setWidthF(1.5)
+                p.setPen(pen)
+                x0, y0 = float(src[i, 0]), float(src[i, 1])
+                x1, y1 = float(tgt[i, 0]), float(tgt[i, 1])
+                p.drawLine(QtCore.QPointF(x0, y0), QtCore.QPointF(x1, y1))
+                if length[i] > 1e-6:
+                    p.drawLine(QtCore.QPointF(x1, y1), QtCore.QPointF(x1 + left[i, 0], y1 + left[i, 1]))
+                    p.drawLine(QtCore.QPointF(x1, y1), QtCore.QPointF(x1 + right[i, 0], y1 + right[i, 1]))
+            p.end()
+            lo = np.minimum(src.min(0), tgt.min(0)) - head
+            hi = np.maximum(src.max(0), tgt.max(0)) + head
+            self._rect = QtCore.QRectF(float(lo[0]), float(lo[1]), float(hi[0] - lo[0]), float(hi[1] - lo[1]))
+        else:
+            self._rect = QtCore.QRectF()
+        self.update()
+
+    def paint(self, painter: QtGui.QPainter, *args: Any) -> None:
+        """Replay the recorded picture."""
+        painter.drawPicture(0, 0, self._picture)
+
+    def boundingRect(self) -> QtCore.QRectF:  # noqa: N802 (Qt name)
+        """The arrows' extent (display coordinates)."""
+        return QtCore.QRectF(self._rect)
+
+
 class ImageView(QtWidgets.QWidget):
-    """A color image with locked aspect ratio, plus an optional point overlay (graph nodes)."""
+    """A color image with locked aspect ratio, plus optional overlays: graph nodes (points), and while the
+    neural tracker runs, its correspondences (arrows keyframe pixel -> live pixel, turbo-colored by the Psi
+    weight, faint where the tracker's filters rejected them) and its weight heatmap (a semi-transparent
+    image over the color image). Each overlay has a check box in the header; the tracker ones are disabled
+    while the tracker gives no overlay data (classical, none, ground truth)."""
 
     def __init__(self, title: str = "Color", parent: QtWidgets.QWidget | None = None) -> None:
         super().__init__(parent)
@@ -79,6 +160,22 @@ class ImageView(QtWidgets.QWidget):
         self.overlay_box.setChecked(True)
         self.overlay_box.toggled.connect(self.overlay.setVisible)
         self.header.add(self.overlay_box)
+        self.heat = pg.ImageItem(axisOrder="row-major")
+        self.corr = CorrespondenceItem()
+        self.image.setZValue(0)
+        self.heat.setZValue(1)
+        self.corr.setZValue(2)
+        self.overlay.setZValue(3)
+        self.vb.addItem(self.heat, ignoreBounds=True)  # arrows may leave the image: never rescale the view
+        self.vb.addItem(self.corr, ignoreBounds=True)
+        self.corr_box = QtWidgets.QCheckBox("matches")
+        self.heat_box = QtWidgets.QCheckBox("weights")
+        for b in (self.corr_box, self.heat_box):
+            b.setChecked(True)
+            b.toggled.connect(self._refresh_tracker_overlay)
+            self.header.add(b)
+        self._tracker_overlay: dict | None = None
+        self._set_tracker_available(False)
         lay = QtWidgets.QVBoxLayout(self)
         lay.setContentsMargins(0, 0, 0, 0)
         lay.setSpacing(0)
@@ -93,6 +190,8 @@ class ImageView(QtWidgets.QWidget):
         if shape != self._shape:
             self._shape = shape
             self.vb.autoRange(padding=0)
+            if self._tracker_overlay is not None:
+                self._place_tracker_overlay()
         self.header.info.setText(info)
 
     def set_overlay(self, uv: np.ndarray | None) -> None:
@@ -101,6 +200,66 @@ class ImageView(QtWidgets.QWidget):
             self.overlay.setData([], [])
         else:
             self.overlay.setData(uv[:, 0] + 0.5, uv[:, 1] + 0.5)
+
+    # ---------------------------------------------------------------- neural-tracker overlays
+    def _set_tracker_available(self, on: bool) -> None:
+        tip = ("Correspondences of the neural tracker: arrows from the keyframe pixel to the predicted live pixel, "
+               "colored by the learned weight (turbo: blue low, red high); faint = rejected by its filters")
+        htip = ("The neural tracker's learned weights (turbo: blue low, red high) at the network's resolution, "
+                "over the live image")
+        off = "Only while the neural tracker runs"
+        self.corr_box.setEnabled(on)
+        self.heat_box.setEnabled(on)
+        self.corr_box.setToolTip(tip if on else off)
+        self.heat_box.setToolTip(htip if on else off)
+
+    def set_tracker_overlay(self, payload: dict | None) -> None:
+        """Show the worker's tracker-overlay payload: None or {"available": False} (the tracker has no
+        overlay: boxes disabled, nothing drawn), {"available": True, "empty": True} (nothing for this frame),
+        or {"available": True, "size": (w, h) of the tracked frames, "src_uv" / "tgt_uv" float [C, 2] pixels
+        in that frame, "weights" float [C], "valid" bool [C], "heatmap_rgba" uint8 [h', w', 4], ...}
+        (tracker.neural.TrackerOverlay.as_dict plus the colored heatmap). Coordinates are scaled to the
+        image on screen."""
+        available = bool(payload and payload.get("available"))
+        self._set_tracker_available(available)
+        self._tracker_overlay = payload if available and not payload.get("empty") and "size" in payload else None
+        self._place_tracker_overlay()
+
+    def _place_tracker_overlay(self) -> None:
+        ov = self._tracker_overlay
+        if ov is None:
+            self.corr.set_data(None, None, None)
+            self.heat.clear()
+            self._refresh_tracker_overlay()
+            return
+        w, h = ov["size"]
+        ih, iw = self._shape if self._shape is not None else (h, w)
+        sx, sy = iw / max(w, 1), ih / max(h, 1)
+        scale = np.array([sx, sy], np.float64)
+        src = (np.asarray(ov["src_uv"], np.float64).reshape(-1, 2) + 0.5) * scale
+        tgt = (np.asarray(ov["tgt_uv"], np.float64).reshape(-1, 2) + 0.5) * scale
+        colors = weight_colors(ov["weights"], ov.get("valid"))
+        self.corr.set_data(src, tgt, colors, head=0.012 * iw)
+        rgba = ov.get("heatmap_rgba")
+        if rgba is None and ov.get("heatmap") is not None:
+            rgba = heatmap_rgba(ov["heatmap"])
+        if rgba is not None and rgba.size:
+            self.heat.setImage(np.asarray(rgba), autoLevels=False, levels=(0, 255))
+            self.heat.setRect(QtCore.QRectF(0.0, 0.0, float(iw), float(ih)))
+        else:
+            self.heat.clear()
+        self._refresh_tracker_overlay()
+
+    def _refresh_tracker_overlay(self, *_: Any) -> None:
+        has = self._tracker_overlay is not None
+        on = self.corr_box.isEnabled()
+        self.corr.setVisible(on and has and self.corr_box.isChecked() and self.corr.count > 0)
+        self.heat.setVisible(on and has and self.heat_box.isChecked() and self.heat.image is not None)
+
+    @property
+    def tracker_overlay_shown(self) -> dict[str, bool]:
+        """Which tracker overlays are drawn now: {"matches": bool, "weights": bool}."""
+        return {"matches": self.corr.isVisible(), "weights": self.heat.isVisible()}
 
 
 _TURBO_LUT = colormap_turbo(np.linspace(0.0, 1.0, 256))
@@ -138,6 +297,8 @@ class DepthView(ImageView):
         super().__init__(title, parent)
         self.overlay_box.hide()
         self.overlay.hide()
+        for b in (self.corr_box, self.heat_box):  # the tracker overlays live in the color view
+            b.hide()
         self.auto_box = QtWidgets.QCheckBox("auto range")
         self.auto_box.setChecked(True)
         self.auto_box.setToolTip("Colormap range from the 2nd..98th percentile of each frame; drag the bar to fix it")

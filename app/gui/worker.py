@@ -216,6 +216,13 @@ class PipelineWorker(QtCore.QObject):
     set_loop {on}, set_speed {speed}, set_realtime {on}, set_depth_range {range: (near, far) | None}, start {settings: ReconSettings}, stop, reset,
     capture {every, times}, cancel_series, export {which, path, cancel: threading.Event}, list_devices,
     set_mesh_period {seconds}.
+
+    `overlayReady` carries the tracker's overlay of the last fused frame (trackers with a `last_overlay`
+    attribute: the neural one), at most every `overlay_period_s` while playing (always after the last frame
+    of a run): {"available": False} for trackers without overlays; {"available": True, "empty": True} when
+    the frame had none; else tracker.neural.TrackerOverlay.as_dict() (a few hundred correspondences, the
+    weight map at the network's resolution) plus "heatmap_rgba" uint8 [h', w', 4] colored here, off the UI
+    thread.
     """
 
     sourceOpened = QtCore.Signal(dict)
@@ -231,11 +238,15 @@ class PipelineWorker(QtCore.QObject):
     exportFinished = QtCore.Signal(dict)
     capabilities = QtCore.Signal(dict)
     devicesListed = QtCore.Signal(list)
+    overlayReady = QtCore.Signal(dict)
 
-    def __init__(self, stall_s: float = 3.0, mesh_period_s: float = 0.4) -> None:
+    def __init__(self, stall_s: float = 3.0, mesh_period_s: float = 0.4, overlay_period_s: float = 0.2) -> None:
         super().__init__()
         self.stall_s = float(stall_s)
         self.mesh_period_s = float(mesh_period_s)
+        self.overlay_period_s = float(overlay_period_s)
+        self._last_overlay_t = 0.0
+        self._overlay_dirty = False
         self._stop = threading.Event()
         self.pump: FramePump | None = None
         self.retired_pumps: list[FramePump] = []  # stopped pumps whose threads may still be closing a source
@@ -373,6 +384,7 @@ class PipelineWorker(QtCore.QObject):
         self.playing = False
         self._emit_state()
         self._maybe_mesh(force=True)
+        self._maybe_overlay(force=True)
 
     def _cmd_step(self, p: dict) -> None:
         if self.pump is None:
@@ -464,6 +476,8 @@ class PipelineWorker(QtCore.QObject):
         self._pipeline_source = self.info.get("spec") if self.info else None
         self.settings = settings
         self._estimator_name = getattr(est, "name", type(est).__name__)
+        self._overlay_dirty = False
+        self.overlayReady.emit({"available": hasattr(est, "last_overlay"), "empty": True})
         self._first_fused_index = None
         self._dropped = 0
         self._fused_walls.clear()
@@ -477,6 +491,7 @@ class PipelineWorker(QtCore.QObject):
             self.logMessage.emit("info", "reconstruction stopped (the model is kept: export, capture or Start to resume)")
         self._emit_state()
         self._maybe_mesh(force=True)
+        self._maybe_overlay(force=True)
 
     def _cmd_reset(self, p: dict) -> None:
         self.fusing = False
@@ -485,7 +500,9 @@ class PipelineWorker(QtCore.QObject):
         self._series = None
         self._last_result = None
         self._dropped = 0
+        self._overlay_dirty = False
         self.meshReady.emit({"empty": True})
+        self.overlayReady.emit({"available": False})
         self.logMessage.emit("info", "reconstruction reset: the model was discarded")
         self._emit_state()
         self._emit_stats()
@@ -673,6 +690,7 @@ class PipelineWorker(QtCore.QObject):
             self.logMessage.emit("info", "end of the recording")
         self._emit_state()
         self._maybe_mesh(force=True)
+        self._maybe_overlay(force=True)
 
     def _handle_frame(self, frame: Any) -> None:
         self._preview = False
@@ -699,6 +717,7 @@ class PipelineWorker(QtCore.QObject):
         self._emit_state()
         self._emit_stats()
         self._maybe_mesh(force=not self.playing)
+        self._maybe_overlay(force=not self.playing)
 
     def _fuse(self, frame: Any) -> None:
         pipe = self.pipeline
@@ -723,6 +742,7 @@ class PipelineWorker(QtCore.QObject):
             self._emit_state()
             return
         self._last_result = res
+        self._overlay_dirty = hasattr(pipe.estimator, "last_overlay")
         if res.ok:
             self._fused_walls.append(time.monotonic())
             self._mesh_dirty = True
@@ -776,6 +796,26 @@ class PipelineWorker(QtCore.QObject):
         })
         self._last_mesh_t = time.monotonic()
         self._mesh_dirty = False
+
+    def _maybe_overlay(self, force: bool = False) -> None:
+        """Emit the tracker overlay of the last processed frame (throttled to overlay_period_s unless forced)."""
+        pipe = self.pipeline
+        if pipe is None or not self._overlay_dirty:
+            return
+        now = time.monotonic()
+        if not force and now - self._last_overlay_t < self.overlay_period_s:
+            return
+        from app.gui.views import heatmap_rgba
+
+        ov = getattr(pipe.estimator, "last_overlay", None)
+        r = self._last_result
+        if ov is None or r is None or int(ov.frame_index) != int(r.index):
+            payload: dict[str, Any] = {"available": True, "empty": True}
+        else:
+            payload = {"available": True, **ov.as_dict(), "heatmap_rgba": heatmap_rgba(ov.heatmap)}
+        self.overlayReady.emit(payload)
+        self._last_overlay_t = now
+        self._overlay_dirty = False
 
     def _emit_state(self) -> None:
         self.stateChanged.emit({
