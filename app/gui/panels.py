@@ -31,7 +31,8 @@ an animation: a time slider, a play / pause button and a frame label appear unde
 
 Also for panels: `ShapePanel.add_button(text, slot, tip)` adds a button to the Run / Cancel / Export row
 (e.g. "Load …" for a file format of the method), and `ShapePanel.show_result(result)` shows a result
-that did not come from a job (a loaded file) exactly like a finished run's.
+that did not come from a job (a loaded file) exactly like a finished run's; `ShapePanel.grab_image()` is
+the panel as a QImage with its 3D view pasted in (screenshots).
 """
 from __future__ import annotations
 
@@ -372,8 +373,10 @@ class CloudView(QtWidgets.QWidget):
             lo, hi = np.percentile(pts, 1, axis=0), np.percentile(pts, 99, axis=0)
             c = (lo + hi) / 2
             ext = float(np.max(hi - lo)) or 1.0
-            self.gl.setCameraPosition(pos=QtGui.QVector3D(*map(float, c)), distance=1.8 * ext, elevation=18,
-                                      azimuth=-90)
+            # pyqtgraph's field of view is horizontal: back off further in a wide, low view
+            aspect = self.gl.width() / max(self.gl.height(), 1)
+            self.gl.setCameraPosition(pos=QtGui.QVector3D(*map(float, c)), distance=ext * max(1.8, 1.1 * aspect),
+                                      elevation=18, azimuth=-90)
 
     def _set_frame_layer_visible(self, name: str, on: bool) -> None:
         self._visible[name] = bool(on)
@@ -892,6 +895,24 @@ class ShapePanel(QtWidgets.QWidget):
             txt = f"{v:.4g}" if isinstance(v, float) else str(v)
             self.table.setItem(i, 1, QtWidgets.QTableWidgetItem(txt))
         self.export_btn.setEnabled(True)
+
+    def grab_image(self) -> Any:
+        """The panel as a QImage with its 3D view pasted in from the GL framebuffer (a plain widget grab
+        leaves OpenGL surfaces blank on some platforms); for screenshots in docs and tests."""
+        from PySide6 import QtGui
+
+        pix = self.grab()
+        img = pix.toImage()
+        dpr = pix.devicePixelRatio()
+        glw = self.view.gl
+        if glw.isVisible() and glw.width() > 0 and glw.height() > 0:
+            fb = glw.grabFramebuffer()
+            top_left = glw.mapTo(self, QtCore.QPoint(0, 0))
+            painter = QtGui.QPainter(img)
+            painter.drawImage(QtCore.QRectF(top_left.x() * dpr, top_left.y() * dpr, glw.width() * dpr,
+                                            glw.height() * dpr), fb, QtCore.QRectF(fb.rect()))
+            painter.end()
+        return img
 
     def _on_finished(self, res: PanelResult) -> None:
         self.bar.setValue(1000)
