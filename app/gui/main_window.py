@@ -37,6 +37,7 @@ QGroupBox { border: 1px solid #3a3d42; margin-top: 8px; }
 QPushButton { background: #34373c; border: 1px solid #474b51; padding: 4px 10px; border-radius: 3px; }
 QPushButton:hover { background: #3d4147; }
 QPushButton:disabled { color: #70757c; }
+QCheckBox:disabled, QRadioButton:disabled, QLabel:disabled { color: #6a6f76; }
 QComboBox, QSpinBox, QDoubleSpinBox, QLineEdit { background: #1e2023; border: 1px solid #43474d; padding: 2px; }
 QComboBox QAbstractItemView { background: #1e2023; }
 QTableWidget, QPlainTextEdit, QListWidget { background: #1c1e21; border: 1px solid #3a3d42; }
@@ -154,6 +155,15 @@ class MainWindow(QtWidgets.QMainWindow):
         self.splitDockWidget(self.captures_dock, self.log_dock, QtCore.Qt.Orientation.Horizontal)
         self.controls_dock.raise_()
         self._sized = False
+        self.panels_dock.visibilityChanged.connect(self._panels_shown)
+
+    def _panels_shown(self, visible: bool) -> None:
+        """The Shape panels tab came to the front: give it most of the right column (its result view sits
+        below the form and was squeezed to nothing under the Status dock)."""
+        if visible and self._sized and not self.panels_dock.isFloating() and self.status_dock.isVisible():
+            h = self.height()
+            self.resizeDocks([self.panels_dock, self.status_dock], [int(0.72 * h), int(0.2 * h)],
+                             QtCore.Qt.Orientation.Vertical)
 
     def _initial_dock_sizes(self) -> None:
         """Dock sizes once the window has its geometry: controls sized to their content, status below."""
