@@ -13,7 +13,7 @@ original point by the patch of the decoded point it is assigned to (the final QA
 mode, its nearest decoded point).
 
 Save / load: Export writes `qaad_compressed.qaad` (via `models.qaad.format.save_qaad`) besides the
-per-frame PLYs, arrays and summary; "Save .qaad…" writes just the file; "Load .qaad…" reads one
+per-frame PLYs (reconstructions unshifted), arrays and summary; "Save .qaad…" writes just the file; "Load .qaad…" reads one
 (`load_qaad`: verified, InputError for a corrupt file), decodes it and shows the reconstructions (no
 originals, so no EM-kD then).
 """
@@ -222,9 +222,17 @@ class QAADPanel(ShapePanel):
     # ---------------------------------------------------------------- files
     def export(self, result: PanelResult, folder: Path) -> list[Path]:
         """The framework's export (per-frame PLYs, arrays, summary) plus the compressed file
-        `qaad_compressed.qaad`."""
+        `qaad_compressed.qaad`. Reconstructions are written where they belong (not shifted beside the
+        original as in the view)."""
+        from dataclasses import replace
+
         from models.qaad.format import save_qaad
 
+        decoded = result.arrays.get("decoded")
+        if decoded is not None and len(decoded) == len(result.frames):
+            frames = [[replace(l, points=decoded[i]) if l.name == "reconstruction" else l for l in f]
+                      for i, f in enumerate(result.frames)]
+            result = replace(result, frames=frames)
         out = super().export(result, folder)
         f = getattr(result, "file", None)
         if f is not None:

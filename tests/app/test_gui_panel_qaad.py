@@ -101,6 +101,12 @@ def test_qaad_panel_compresses_shows_saves_and_loads(panel, horse_files, qtbot, 
     out = p.export(res, tmp_path / "exp")
     names = {q.name for q in out}
     assert "qaad_compressed.qaad" in names and "qaad_original_0002.ply" in names and "qaad_reconstruction_0000.ply" in names
+    from app.gui.captures import read_capture_ply
+
+    np.testing.assert_allclose(read_capture_ply(tmp_path / "exp" / "qaad_reconstruction_0001.ply").points,
+                               res.arrays["decoded"][1], atol=1e-5)  # written unshifted
+    np.testing.assert_allclose(read_capture_ply(tmp_path / "exp" / "qaad_original_0001.ply").points, orig[1], atol=1e-5)
+    assert res.frames[1][1].points[0, 0] != res.arrays["decoded"][1][0, 0]  # the shown result is left as it was
     f = load_qaad(tmp_path / "exp" / "qaad_compressed.qaad")
     assert f.n_clouds == 3 and f.config.patches == 8
     np.testing.assert_allclose(decode_file(f), res.arrays["decoded"], atol=1e-4)
