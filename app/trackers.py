@@ -3,22 +3,10 @@ from __future__ import annotations
 
 import importlib.util
 
+from fusion.device import resolve_device  # noqa: F401  (the CLI's device check; app.commands.replay uses it)
 from fusion.errors import InputError, NotAvailableError
 
 TRACKERS = ("classical", "neural")
-
-
-def resolve_device(device: str) -> str:
-    """'auto' -> 'cuda' when torch sees a GPU, else 'cpu'; 'cuda' without a GPU is an InputError."""
-    import torch
-
-    if device == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if device == "cuda" and not torch.cuda.is_available():
-        raise InputError("--device cuda asked for, but torch sees no CUDA device")
-    if device not in ("cpu", "cuda"):
-        raise InputError(f"unknown device '{device}' (auto, cpu or cuda)")
-    return device
 
 
 def neural_available() -> bool:

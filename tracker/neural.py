@@ -34,6 +34,7 @@ import torch
 import torch.nn.functional as F
 
 from fusion.camera import Intrinsics
+from fusion.device import torch_device as resolve_device  # the old name: device string -> torch.device
 from fusion.frame import RGBDFrame
 from fusion.graph import DeformationGraph, GraphMotion
 from fusion.motion import TrackingInput, TrackingResult
@@ -42,17 +43,6 @@ from tracker.diffsolver import DiffSolverConfig, arap_edge_weights, solve_motion
 
 __all__ = ["NeuralTrackerConfig", "NeuralTracker", "Keyframe", "KeyframeMatches", "TrackerOverlay", "filter_keyframe",
            "multi_keyframe_consistency", "overlay_heatmap", "resolve_device", "make_tracker", "make_neural_tracker"]
-
-
-def resolve_device(device: str) -> torch.device:
-    """"auto" -> cuda when available else cpu; "cuda" without CUDA raises InputError."""
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if device == "cuda" and not torch.cuda.is_available():
-        from fusion.errors import InputError
-
-        raise InputError("--device cuda was asked for but torch sees no CUDA device")
-    return torch.device(device)
 
 
 @dataclass(frozen=True)

@@ -179,13 +179,10 @@ def _dist_setup(device: str) -> tuple[int, int, torch.device]:
     world = int(os.environ.get("WORLD_SIZE", "1"))
     rank = int(os.environ.get("RANK", "0"))
     local = int(os.environ.get("LOCAL_RANK", "0"))
-    if device == "auto":
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-    if device == "cuda" and not torch.cuda.is_available():
-        from fusion.errors import InputError
+    from fusion.device import resolve_device
 
-        raise InputError("--device cuda was asked for but torch sees no CUDA device")
-    dev = torch.device(f"cuda:{local}" if device == "cuda" else "cpu")
+    device = resolve_device(device)  # "cpu" | "cuda" | "cuda:N"; InputError without CUDA or for other names
+    dev = torch.device(f"cuda:{local}" if device == "cuda" else device)  # plain "cuda": one GPU per local rank
     if dev.type == "cuda":
         torch.cuda.set_device(dev)
     if world > 1 and not torch.distributed.is_initialized():

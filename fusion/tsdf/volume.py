@@ -28,6 +28,7 @@ from typing import Any, Callable
 import numpy as np
 
 from fusion.camera import backproject_depth
+from fusion.device import resolve_device  # noqa: F401  (also exported by fusion.tsdf)
 from fusion.errors import InputError
 from fusion.frame import RGBDFrame
 from fusion.graph import DeformationGraph, GraphMotion
@@ -95,23 +96,6 @@ class VolumeConfig:
     def trunc(self) -> float:
         """Truncation distance in metres."""
         return self.trunc_voxels * self.voxel_size
-
-
-def resolve_device(device: str) -> str:
-    """"auto" -> "cuda" when torch sees a GPU, else "cpu"; "cpu"/"cuda" are checked."""
-    if device not in ("auto", "cpu", "cuda"):
-        raise InputError(f"device must be auto, cpu or cuda, got '{device}'")
-    if device == "cpu":
-        return "cpu"
-    try:
-        import torch
-
-        has_cuda = torch.cuda.is_available()
-    except ImportError:  # pragma: no cover - torch is a dependency
-        has_cuda = False
-    if device == "cuda" and not has_cuda:
-        raise InputError("--device cuda was asked for but torch sees no CUDA GPU")
-    return "cuda" if has_cuda else "cpu"
 
 
 def object_bounds(frame: RGBDFrame, depth_min: float, depth_max: float, use_mask: bool = True) -> tuple[np.ndarray, np.ndarray]:
@@ -211,10 +195,10 @@ class TSDFVolume:
         self.config = config
         dev = resolve_device(device)
         if backend == "auto":
-            backend = "torch" if dev == "cuda" else "numba"
+            backend = "torch" if dev.startswith("cuda") else "numba"
         if backend not in ("numba", "torch"):
             raise InputError(f"volume backend must be numba or torch, got '{backend}'")
-        if backend == "numba" and dev == "cuda":
+        if backend == "numba" and dev.startswith("cuda"):
             raise InputError("the numba backend runs on the CPU; use backend='torch' for cuda")
         self.backend = backend
         self.device = dev

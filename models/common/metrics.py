@@ -7,6 +7,8 @@ from __future__ import annotations
 import numpy as np
 from scipy.spatial import cKDTree
 
+from fusion.device import torch_device
+
 
 def nn_distances(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Nearest-neighbour distances both ways: (d_ab [N] = min_j |a_i - b_j|, d_ba [M])."""
@@ -162,12 +164,7 @@ class AuctionResult:
     converged: bool
 
 
-def _resolve_device(device: str):
-    import torch
-
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
+_resolve_device = torch_device  # str -> torch.device (fusion.device)
 
 
 def auction_assignment(cost, config: AuctionConfig = AuctionConfig(), device: str = "auto") -> AuctionResult:

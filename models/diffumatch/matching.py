@@ -24,6 +24,7 @@ from typing import Callable
 import numpy as np
 import torch
 
+from fusion.device import torch_device
 from fusion.errors import NRStudioError
 
 from . import fmaps
@@ -134,10 +135,7 @@ def prepare(verts: np.ndarray, faces: np.ndarray | None, cfg: MatchConfig = Matc
     return PreparedShape(full, low, name)
 
 
-def _device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
+_device = torch_device  # str -> torch.device (fusion.device)
 
 
 def _refine(FM_12: np.ndarray, s1: SpectralShape, s2: SpectralShape, cfg: MatchConfig) -> tuple[np.ndarray, np.ndarray]:

@@ -15,6 +15,7 @@ from typing import Callable
 import numpy as np
 import torch
 
+from fusion.device import torch_device
 from fusion.paths import shared_data_dir
 
 from . import data
@@ -49,15 +50,7 @@ PRESETS: dict[str, TrainConfig] = {
 }
 
 
-def resolve_device(device: str) -> torch.device:
-    """'auto' -> cuda when available else cpu; 'cuda' without a GPU raises InputError."""
-    from fusion.errors import InputError
-
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if device == "cuda" and not torch.cuda.is_available():
-        raise InputError("--device cuda: no CUDA device available")
-    return torch.device(device)
+resolve_device = torch_device  # the old name (app.commands.match imports it): str -> torch.device
 
 
 def build_maps(cfg: TrainConfig, progress: Callable[[float, str], None] | None = None) -> tuple[np.ndarray, list[str]]:

@@ -18,6 +18,7 @@ import torch
 from torch import nn
 import torch.nn.functional as F
 
+from fusion.device import torch_device
 from fusion.errors import InputError
 
 from .config import ModelConfig
@@ -111,15 +112,7 @@ def features_reference_np(params: list[tuple[np.ndarray, np.ndarray]], slope: fl
     return np.asarray(out)
 
 
-def resolve_device(device: str) -> torch.device:
-    """'auto' | 'cpu' | 'cuda' -> torch.device ('auto' picks CUDA when available)."""
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if device == "cuda" and not torch.cuda.is_available():
-        raise InputError("--device cuda: no CUDA device is available")
-    if device not in ("cpu", "cuda"):
-        raise InputError(f"unknown device '{device}' (expected auto, cpu or cuda)")
-    return torch.device(device)
+resolve_device = torch_device  # the old name (training, bench, app.commands.deform import it): str -> torch.device
 
 
 def save_checkpoint(path: str | Path, decoder: ImplicitDecoder, train_codes: torch.Tensor, meta: dict) -> None:

@@ -21,6 +21,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from fusion.device import torch_device
 from models.lpdc.config import ModelConfig, ODEConfig
 
 
@@ -362,14 +363,4 @@ def build_model(kind: str, cfg: ModelConfig, ode: ODEConfig | None = None) -> nn
     raise ValueError(f"unknown model kind {kind!r} (lpdc|ode)")
 
 
-def resolve_device(device: str) -> torch.device:
-    """"auto" -> cuda when available else cpu; "cpu"; "cuda" (raises InputError when absent)."""
-    from fusion.errors import InputError
-
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if device == "cuda" and not torch.cuda.is_available():
-        raise InputError("--device cuda: no CUDA device is available (use --device cpu or auto)")
-    if device not in ("cpu", "cuda"):
-        raise InputError(f"unknown device {device!r} (auto|cpu|cuda)")
-    return torch.device(device)
+resolve_device = torch_device  # the old name (models.lpdc.training / pipeline import it): str -> torch.device

@@ -13,6 +13,7 @@ from typing import Callable
 import numpy as np
 import torch
 
+from fusion.device import torch_device
 from fusion.errors import NRStudioError
 from models.common.metrics import augmented_chamfer_torch
 from models.qaad.assignment import ReassignConfig, greedy_assignment, reassignment_step
@@ -83,15 +84,7 @@ class FitResult:
         return self.history[-1][1] if self.history else float("nan")
 
 
-def resolve_device(device: str) -> torch.device:
-    """torch device for "auto" | "cpu" | "cuda"."""
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if device == "cuda" and not torch.cuda.is_available():
-        from fusion.errors import InputError
-
-        raise InputError("--device cuda: no CUDA device available")
-    return torch.device(device)
+resolve_device = torch_device  # the old name (models.qaad.inference imports it): str -> torch.device
 
 
 def _cancelled(cancel) -> bool:
