@@ -6,8 +6,12 @@ canonical-lattice edge the sample lies on (voxel index of its lower end and the 
 canonical surface point carries the same id in every capture of a sequence: a capture series brings its
 own correspondence.
 
+A capture read from a mesh file keeps the mesh's triangles (`Capture.faces`, indices into its points), so
+the panels that work on meshes (DiffuMatch, feature matching) get them without re-reading the file.
+
 On disk (`save_captures` / `load_captures`): a folder with one binary little-endian PLY per cloud
-(x y z nx ny nz float32, red green blue uint8, track_id int64) and `captures.json`, a small index
+(x y z nx ny nz float32, red green blue uint8, track_id int64; plus a face element, `list uchar int
+vertex_indices`, when the capture has faces) and `captures.json`, a small index
 {"format": "nrstudio-captures", "version": 1, "captures": [{"file", "name", "frame_index",
 "timestamp_s", "points", "source"}, ...]}. Both written atomically.
 """
@@ -44,7 +48,9 @@ class Capture:
     points float32 [N, 3] metres (live camera frame, OpenCV axes); normals float32 [N, 3] unit; colors uint8
     [N, 3] RGB; track_ids int64 [N] (-1 = none) shared across captures of one model; frame_index /
     timestamp_s: the source frame it was taken at; name: shown in the list; thumbnail: optional uint8
-    [h, w, 3] picture for the list (not saved; re-rendered on load).
+    [h, w, 3] picture for the list (not saved; re-rendered on load); faces: optional int64 [F, 3] triangles
+    (indices into points) when the cloud is a mesh's vertices (a mesh file), else None. ValueError when an
+    array's row count does not match the points or a face index is out of range.
     """
 
     points: np.ndarray
@@ -56,6 +62,7 @@ class Capture:
     name: str = "capture"
     source: str = ""
     thumbnail: np.ndarray | None = field(default=None, repr=False)
+    faces: np.ndarray | None = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
         self.points = np.ascontiguousarray(self.points, np.float32).reshape(-1, 3)
@@ -70,11 +77,23 @@ class Capture:
             a = getattr(self, name)
             if a is not None and len(a) != n:
                 raise ValueError(f"capture {name} has {len(a)} rows, points have {n}")
+        if self.faces is not None:
+            f = np.asarray(self.faces)
+            if f.size and not np.issubdtype(f.dtype, np.integer):
+                raise ValueError(f"capture faces must be integer indices, got {f.dtype}")
+            self.faces = np.ascontiguousarray(f, np.int64).reshape(-1, 3)
+            if len(self.faces) and (self.faces.min() < 0 or self.faces.max() >= n):
+                raise ValueError(f"capture faces index points outside 0..{n - 1}")
 
     @property
     def num_points(self) -> int:
         """N."""
         return int(len(self.points))
+
+    @property
+    def is_mesh(self) -> bool:
+        """True when the capture carries at least one face."""
+        return self.faces is not None and len(self.faces) > 0
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -178,17 +197,25 @@ def write_capture_ply(path: str | Path, cap: Capture) -> Path:
     header = ["ply", "format binary_little_endian 1.0", "comment nrstudio capture",
               f"comment name {cap.name}", f"element vertex {n}"]
     header += [f"property {_PLY_TYPES[t]} {k}" for k, t in _PLY_FIELDS]
+    body = arr.tobytes()
+    if cap.is_mesh:
+        tri = np.zeros(len(cap.faces), dtype=[("n", "u1"), ("v", "<i4", (3,))])
+        tri["n"] = 3
+        tri["v"] = cap.faces
+        header += [f"element face {len(tri)}", "property list uchar int vertex_indices"]
+        body += tri.tobytes()
     header.append("end_header")
     p = Path(path)
     with atomic_path(p) as tmp:
-        tmp.write_bytes(("\n".join(header) + "\n").encode("ascii") + arr.tobytes())
+        tmp.write_bytes(("\n".join(header) + "\n").encode("ascii") + body)
     return p
 
 
 def read_capture_ply(path: str | Path) -> Capture:
     """Read a capture PLY (ours, or any binary little-endian / ASCII PLY with vertex x y z and optional
-    normals, colors and track_id). Other formats go through `models.common.io.load_points`. InputError
-    names the file and the problem."""
+    normals, colors and track_id; a face element after the vertices becomes `Capture.faces`, polygons split
+    into triangles). Other formats go through `models.common.io.load_points`. InputError names the file and
+    the problem."""
     p = Path(path)
     if not p.is_file():
         raise InputError(f"{p}: no such file")
@@ -204,6 +231,7 @@ def read_capture_ply(path: str | Path) -> Capture:
     header = data[:end].decode("ascii", "replace").splitlines()
     body = data[nl + 1:]
     fmt, n, props, in_vertex, before = None, 0, [], False, 0
+    elements: list[list] = []  # [name, count, [(name, type) or (name, ("list", count type, item type))]]
     for line in header:
         t = line.split()
         if not t:
@@ -211,33 +239,48 @@ def read_capture_ply(path: str | Path) -> Capture:
         if t[0] == "format":
             fmt = t[1]
         elif t[0] == "element":
+            if len(t) < 3 or not t[2].isdigit():
+                raise InputError(f"{p}: malformed PLY element line {line!r}")
             in_vertex = t[1] == "vertex"
+            elements.append([t[1], int(t[2]), []])
             if in_vertex:
                 n = int(t[2])
             elif not props:
                 before += 1
-        elif t[0] == "property" and in_vertex:
+        elif t[0] == "property" and elements:
             if t[1] == "list":
-                raise InputError(f"{p}: list properties on vertices are not supported")
+                if in_vertex:
+                    raise InputError(f"{p}: list properties on vertices are not supported")
+                if len(t) < 5 or t[2] not in _PLY_IN or t[3] not in _PLY_IN:
+                    raise InputError(f"{p}: malformed PLY list property {line!r}")
+                elements[-1][2].append((t[4], ("list", _PLY_IN[t[2]], _PLY_IN[t[3]])))
+                continue
             if t[1] not in _PLY_IN:
                 raise InputError(f"{p}: unknown PLY property type {t[1]!r}")
-            props.append((t[2], _PLY_IN[t[1]]))
+            elements[-1][2].append((t[2], _PLY_IN[t[1]]))
+            if in_vertex:
+                props.append((t[2], _PLY_IN[t[1]]))
     names = [k for k, _ in props]
     if not {"x", "y", "z"} <= set(names):
         raise InputError(f"{p}: the PLY has no x y z vertex properties")
     if before:
         raise InputError(f"{p}: elements before the vertex element are not supported")
+    after = [e for e in elements if e[0] != "vertex"]
+    face_el = after[0] if after and after[0][0] == "face" and after[0][1] > 0 else None
     try:
         if fmt == "binary_little_endian":
             arr = np.frombuffer(body, dtype=props, count=n)
+            rest = body[arr.nbytes:]
         elif fmt == "ascii":
-            rows = np.loadtxt(body.decode("ascii").splitlines()[:n], ndmin=2)
+            lines = body.decode("ascii").splitlines()
+            rows = np.loadtxt(lines[:n], ndmin=2)
             arr = np.zeros(n, dtype=props)
             for i, k in enumerate(names):
                 arr[k] = rows[:, i]
+            rest = lines[n:]
         else:
             raise InputError(f"{p}: PLY format {fmt!r} is not supported (binary_little_endian or ascii)")
-    except ValueError as e:
+    except (ValueError, IndexError, UnicodeDecodeError) as e:
         raise InputError(f"{p}: truncated or corrupt PLY ({e})") from None
     pts = np.stack([arr["x"], arr["y"], arr["z"]], 1).astype(np.float32)
     if not np.isfinite(pts).all():
@@ -245,11 +288,72 @@ def read_capture_ply(path: str | Path) -> Capture:
     nrm = np.stack([arr["nx"], arr["ny"], arr["nz"]], 1).astype(np.float32) if {"nx", "ny", "nz"} <= set(names) else None
     col = np.stack([arr["red"], arr["green"], arr["blue"]], 1).astype(np.uint8) if {"red", "green", "blue"} <= set(names) else None
     ids = arr["track_id"].astype(np.int64) if "track_id" in names else None
+    faces = _read_ply_faces(p, face_el, fmt, rest, n) if face_el is not None else None
     name = p.stem
     for line in header:
         if line.startswith("comment name "):
             name = line[len("comment name "):]
-    return Capture(pts, nrm, col, ids, name=name, source=str(p))
+    return Capture(pts, nrm, col, ids, name=name, source=str(p), faces=faces)
+
+
+def _fan(polys: list[list[int]]) -> np.ndarray:
+    """Polygons (vertex index lists) as triangles int64 [F, 3] (fans; polygons under 3 vertices dropped)."""
+    tris = [(poly[0], poly[i], poly[i + 1]) for poly in polys for i in range(1, len(poly) - 1)]
+    return np.asarray(tris, np.int64).reshape(-1, 3)
+
+
+def _read_ply_faces(p: Path, element: list, fmt: str, rest: Any, n_vertices: int) -> np.ndarray:
+    """The face element of a PLY (the one right after the vertices) as triangles int64 [F, 3]. Fast path:
+    one `list` property of triangles; other layouts (polygons, extra face properties) go through a slower
+    general reader. InputError for truncated data or indices outside the vertices."""
+    _, count, fprops = element
+    lists = [k for k, (_, t) in enumerate(fprops) if isinstance(t, tuple)]
+    if len(lists) != 1 or fprops[lists[0]][0] not in ("vertex_indices", "vertex_index"):
+        raise InputError(f"{p}: the face element needs one vertex_indices list property")
+    try:
+        if fmt == "ascii":
+            rows = [ln.split() for ln in rest[:count]]
+            if len(rows) < count:
+                raise ValueError(f"{len(rows)} of {count} face lines")
+            polys = []
+            for r in rows:
+                pos = 0
+                for k, (_, t) in enumerate(fprops):
+                    if k == lists[0]:
+                        c = int(r[pos])
+                        polys.append([int(v) for v in r[pos + 1: pos + 1 + c]])
+                        if len(polys[-1]) != c:
+                            raise ValueError("short face line")
+                        pos += 1 + c
+                    else:
+                        pos += 1
+            faces = _fan(polys)
+        else:
+            _, (_, ct, it) = fprops[lists[0]]
+            fields: list[tuple] = []
+            for k, (_, t) in enumerate(fprops):  # the record layout if every face is a triangle
+                fields += [("n", ct), ("v", it, (3,))] if k == lists[0] else [(f"p{k}", t)]
+            tri = np.dtype(fields)
+            head = np.frombuffer(rest, dtype=tri, count=min(count, len(rest) // tri.itemsize)) if count else None
+            if head is not None and len(head) == count and (head["n"] == 3).all():
+                faces = head["v"].astype(np.int64)
+            else:  # polygons or mixed sizes: walk the records
+                polys, pos = [], 0
+                for _ in range(count):
+                    for k, (_, t) in enumerate(fprops):
+                        if k == lists[0]:
+                            c = int(np.frombuffer(rest, ct, 1, pos)[0])
+                            pos += np.dtype(ct).itemsize
+                            polys.append(np.frombuffer(rest, it, c, pos).tolist())
+                            pos += c * np.dtype(it).itemsize
+                        else:
+                            pos += np.dtype(t).itemsize
+                faces = _fan(polys)
+    except (ValueError, IndexError) as e:
+        raise InputError(f"{p}: truncated or corrupt PLY faces ({e})") from None
+    if len(faces) and (faces.min() < 0 or faces.max() >= n_vertices):
+        raise InputError(f"{p}: PLY faces index vertices outside 0..{n_vertices - 1}")
+    return faces
 
 
 def _safe_name(name: str) -> str:

@@ -148,7 +148,8 @@ class MainWindow(QtWidgets.QMainWindow):
         self.controls_dock = self._dock("Reconstruction", self.controls, right, scroll=True)
         self.status_dock = self._dock("Status", self.status_panel, right, scroll=True)
         self.splitDockWidget(self.controls_dock, self.status_dock, QtCore.Qt.Orientation.Vertical)
-        self.panels_dock = self._dock("Shape panels", self.panels, right, scroll=True)
+        # no outer scroll area: each panel scrolls its own form and keeps buttons and result view in the dock
+        self.panels_dock = self._dock("Shape panels", self.panels, right)
         self.tabifyDockWidget(self.controls_dock, self.panels_dock)
         self.captures_dock = self._dock("Captures", self.capture_dock, bottom)
         self.log_dock = self._dock("Log", self.log_pane, bottom)
@@ -160,10 +161,13 @@ class MainWindow(QtWidgets.QMainWindow):
     def _panels_shown(self, visible: bool) -> None:
         """The Shape panels tab came to the front: give it most of the right column (its result view sits
         below the form and was squeezed to nothing under the Status dock)."""
-        if visible and self._sized and not self.panels_dock.isFloating() and self.status_dock.isVisible():
-            h = self.height()
-            self.resizeDocks([self.panels_dock, self.status_dock], [int(0.72 * h), int(0.2 * h)],
-                             QtCore.Qt.Orientation.Vertical)
+        if visible and self._sized and not self.panels_dock.isFloating():
+            if self.status_dock.isVisible():  # the status dock keeps a few rows, the panels get the rest
+                rows = max(110, self.status_dock.minimumSizeHint().height())
+                self.resizeDocks([self.panels_dock, self.status_dock], [self.height(), rows],
+                                 QtCore.Qt.Orientation.Vertical)
+            if self.panels_dock.width() < 440:  # room for the form's labels and fields and a useful 3D view
+                self.resizeDocks([self.panels_dock], [440], QtCore.Qt.Orientation.Horizontal)
 
     def _initial_dock_sizes(self) -> None:
         """Dock sizes once the window has its geometry: controls sized to their content, status below."""

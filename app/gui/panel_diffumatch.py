@@ -8,10 +8,9 @@ patterns agree. Export: the point map `map_target_to_source` (int64, one entry p
 the index of its matched ORIGINAL source point; `.npy`), both layers as PLY in their own coordinates (the
 display shift undone), and the summary.
 
-Inputs: the panel's inputs are point clouds (captures, or files read as clouds). When a file input was a
-mesh and its vertices are the cloud's points, its faces are read back and the mesh Laplacian is used;
-otherwise the method runs on the point-cloud Laplacian (robust_laplacian), which models.diffumatch
-supports directly. Shapes above `max_points` are reduced first (meshes by quadric decimation, clouds by
+Inputs: the panel's inputs are captures or files. When an input is a mesh (a mesh file: its faces come
+with the capture, `Capture.faces`), the mesh Laplacian is used; otherwise the method runs on the
+point-cloud Laplacian (robust_laplacian), which models.diffumatch supports directly. Shapes above `max_points` are reduced first (meshes by quadric decimation, clouds by
 an even subsample); the exported map still covers every original target point (each takes the match of
 its nearest reduced target point) and names original source points (the reduced source point's nearest
 original).
@@ -54,23 +53,9 @@ def coordinate_colors(points: np.ndarray, lo: np.ndarray | None = None, hi: np.n
 
 
 def mesh_faces_of(cap: Capture) -> np.ndarray | None:
-    """The faces int64 [F, 3] of the mesh file a capture was read from (`cap.source`), when that file is a
-    mesh whose vertices are exactly the capture's points (same count and order); else None (captures
-    taken from the live model, point-cloud files, edited clouds)."""
-    src = Path(cap.source) if cap.source else None
-    if src is None or not src.is_file():
-        return None
-    from models.common.io import load_mesh
-
-    try:
-        m = load_mesh(src)
-    except InputError:
-        return None
-    if len(m.faces) == 0 or len(m.vertices) != cap.num_points:
-        return None
-    if not np.allclose(m.vertices.astype(np.float32), cap.points, rtol=1e-6, atol=1e-7):
-        return None
-    return np.asarray(m.faces, np.int64)
+    """The faces int64 [F, 3] of a capture that is a mesh (`Capture.faces`: kept when a mesh file is read,
+    saved with the capture), else None (captures taken from the live model, point-cloud files)."""
+    return np.asarray(cap.faces, np.int64) if cap.is_mesh else None
 
 
 @dataclass

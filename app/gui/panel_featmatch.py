@@ -10,7 +10,7 @@ before (the source only normalised into the target's box, frame 0) and after, th
 self-intersections and timings. Export: the static target, every frame as PLY, the whole trajectory as
 one .npy (float32 [steps + 1, V, 3]) and the summary.
 
-Inputs are clouds (captures or files); a file that is a mesh keeps its faces (see
+Inputs are clouds (captures or files); a file that is a mesh keeps its faces (`Capture.faces`, see
 panel_diffumatch.mesh_faces_of). Shapes above `max_points` are reduced first (meshes decimated, clouds
 evenly subsampled). A cloud's occupancy is labelled by flood-filling a voxel grid, which needs a closed
 surface at the grid's size: partial single-view captures fit poorly (a known limit of the method here).

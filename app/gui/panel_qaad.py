@@ -1,7 +1,8 @@
 """The NeuralQAAD panel: compress a set of clouds (captures or files) into one `.qaad` file and look at
 what comes back.
 
-A run brings the chosen clouds to one size (`points`; resampled with `models.qaad.data.resample`), then
+A run brings the chosen clouds to one size (`points`: meshes, i.e. captures with faces such as mesh files,
+sampled by area like `nrstudio compress` does; clouds resampled with `models.qaad.data.resample`), then
 calls `models.qaad.inference.compress_clouds` (what `nrstudio compress` runs): the decoder is sized for
 the requested compression ratio, trained for `iterations` steps (QAAD assignment MSE, or augmented
 Chamfer), packed, decoded and measured (EM-kD and Chamfer-L1 to the inputs, input units).
@@ -71,7 +72,10 @@ def original_patch_labels(original: np.ndarray, decoded: np.ndarray, dec_labels:
 
 def dataset_from_captures(caps: list[Capture], points: int, seed: int):
     """Equal-size dataset of the clouds (`models.qaad.data.Dataset`, clouds float64 [I, points, 3], input
-    units): each checked (non-empty, finite) and resampled to `points`; a note lists the resampled ones."""
+    units): each checked (non-empty, finite); a mesh (a capture with faces, e.g. a mesh file) is sampled
+    uniformly by area with `points` points, as `nrstudio compress` does, a cloud is resampled to `points`;
+    notes say which."""
+    from models.common.io import Mesh, sample_surface
     from models.qaad.data import Dataset, check_cloud, resample
 
     if not caps:
@@ -79,10 +83,13 @@ def dataset_from_captures(caps: list[Capture], points: int, seed: int):
     if points < 1:
         raise InputError(f"points per cloud must be positive, got {points}")
     rng = np.random.default_rng(seed)
-    clouds, resampled = [], []
+    clouds, resampled, meshes = [], [], 0
     for c in caps:
         p = check_cloud(c.points, c.name)
-        if len(p) != points:
+        if c.is_mesh:
+            p, _ = sample_surface(Mesh(p, np.asarray(c.faces, np.int64)), points, rng=rng)
+            meshes += 1
+        elif len(p) != points:
             resampled.append(f"{c.name} ({len(p)})")
             p = resample(p, points, rng)
         clouds.append(p)
@@ -90,6 +97,8 @@ def dataset_from_captures(caps: list[Capture], points: int, seed: int):
     if resampled:
         notes.append(f"resampled {len(resampled)} cloud(s) to {points} points: " + ", ".join(resampled[:6])
                      + (" ..." if len(resampled) > 6 else ""))
+    if meshes:
+        notes.append(f"sampled {meshes} mesh(es) with {points} points each (by area)")
     return Dataset(np.stack(clouds), [c.name for c in caps], notes)
 
 

@@ -29,8 +29,12 @@ an animation: a time slider, a play / pause button and a frame label appear unde
 `layers` (static) plus `frames[t]`. The export writes each frame layer as `<key>_<layername>_<t:04d>.ply`
 (besides the static layers, arrays and summary).
 
-Also for panels: `ShapePanel.add_button(text, slot, tip)` adds a button to the Run / Cancel / Export row
-(e.g. "Load …" for a file format of the method), and `ShapePanel.show_result(result)` shows a result
+Layout: the description and the form (inputs, parameters) sit in a scroll area that takes at most
+`ShapePanel.FORM_SHARE` of the panel's height; the buttons, the progress bar and the result view below it
+always stay in view, so a panel fits its dock at the main window's default size.
+
+Also for panels: `ShapePanel.add_button(text, slot, tip)` adds a button to a row under the Run / Cancel /
+Export row (e.g. "Load …" for a file format of the method), and `ShapePanel.show_result(result)` shows a result
 that did not come from a job (a loaded file) exactly like a finished run's; `ShapePanel.grab_image()` is
 the panel as a QImage with its 3D view pasted in (screenshots).
 """
@@ -211,14 +215,35 @@ class PanelJob(QtCore.QObject):
 # the panel's own 3D view
 
 
+VIEW_UP: dict[str, np.ndarray] = {
+    "-y": np.eye(3),
+    "+y": np.diag([1.0, -1.0, -1.0]),
+    "+z": np.array([[1.0, 0, 0], [0, 0, -1.0], [0, 1.0, 0]]),
+    "-z": np.array([[1.0, 0, 0], [0, 0, 1.0], [0, -1.0, 0]]),
+}
+"""the panel views' "up" choices: rotation (proper, about x) taking that axis of the data to the camera
+frame's -y, which the views draw upward (`app.gui.views.to_display`); "-y" = the camera frame itself"""
+
+VIEW_UP_LABELS = {"-y": "−y (camera)", "+y": "+y", "+z": "+z", "-z": "−z"}
+"""the up-axis combo's texts"""
+
+
 class CloudView(QtWidgets.QWidget):
     """A small 3D view of result layers (clouds as points, meshes shaded), z-up like the main view.
+
+    The header row holds one check box per layer (names elided, full name in the tooltip; the row scrolls
+    sideways when they do not fit) and an "Up" choice (`VIEW_UP`): which data axis is drawn upward. The
+    default, −y, is the camera frame of captures; files in the y-up convention (most mesh files) show
+    upright with +y. It only changes the display (layers, exports and results keep their coordinates) and
+    persists across results.
 
     With animation frames (`set_layers(layers, frames)`) a row under the view holds a time slider, a
     play / pause button and a frame label; the view shows the static layers plus frames[t]."""
 
     FPS = 8.0
     """playback speed (frames per second)"""
+    NAME_CHARS = 28
+    """layer names longer than this are elided in the check boxes"""
 
     def __init__(self, parent: QtWidgets.QWidget | None = None) -> None:
         import pyqtgraph.opengl as gl
@@ -228,9 +253,31 @@ class CloudView(QtWidgets.QWidget):
         super().__init__(parent)
         self.gl = gl.GLViewWidget()
         self.gl.setBackgroundColor(BACKGROUND)
-        self.gl.setMinimumHeight(180)
-        self.boxes = QtWidgets.QHBoxLayout()
+        self.gl.setMinimumHeight(120)
+        self.up_axis = "-y"
+        self.up_combo = QtWidgets.QComboBox()
+        for key, text in VIEW_UP_LABELS.items():
+            self.up_combo.addItem(text, key)
+        self.up_combo.setToolTip("Which axis of the data points up in this view (display only). −y: the camera "
+                                 "frame of captures; +y: most mesh files (y-up)")
+        self.up_combo.setSizeAdjustPolicy(QtWidgets.QComboBox.SizeAdjustPolicy.AdjustToContents)
+        box_host = QtWidgets.QWidget()
+        self.boxes = QtWidgets.QHBoxLayout(box_host)
+        self.boxes.setContentsMargins(0, 0, 0, 0)
         self.boxes.addStretch(1)
+        self.box_scroll = QtWidgets.QScrollArea()
+        self.box_scroll.setWidget(box_host)
+        self.box_scroll.setWidgetResizable(True)
+        self.box_scroll.setFrameShape(QtWidgets.QFrame.Shape.NoFrame)
+        self.box_scroll.setVerticalScrollBarPolicy(QtCore.Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
+        self.box_scroll.setHorizontalScrollBarPolicy(QtCore.Qt.ScrollBarPolicy.ScrollBarAsNeeded)
+        self.box_scroll.setFixedHeight(QtWidgets.QCheckBox("Ag").sizeHint().height()
+                                       + self.box_scroll.horizontalScrollBar().sizeHint().height() + 2)
+        header = QtWidgets.QHBoxLayout()
+        header.setContentsMargins(0, 0, 0, 0)
+        header.addWidget(self.box_scroll, 1)
+        header.addWidget(QtWidgets.QLabel("Up"))
+        header.addWidget(self.up_combo)
         self.play_btn = QtWidgets.QToolButton(text="▶")
         self.play_btn.setCheckable(True)
         self.play_btn.setToolTip("Play / pause the animation")
@@ -248,7 +295,8 @@ class CloudView(QtWidgets.QWidget):
         self.time_bar.hide()
         lay = QtWidgets.QVBoxLayout(self)
         lay.setContentsMargins(0, 0, 0, 0)
-        lay.addLayout(self.boxes)
+        lay.setSpacing(2)
+        lay.addLayout(header)
         lay.addWidget(self.gl, 1)
         lay.addWidget(self.time_bar)
         self._items: list[Any] = []
@@ -264,6 +312,40 @@ class CloudView(QtWidgets.QWidget):
         self.timer.timeout.connect(self._advance)
         self.slider.valueChanged.connect(self.set_frame)
         self.play_btn.toggled.connect(self.play)
+        self.up_combo.currentIndexChanged.connect(lambda _i: self.set_up_axis(self.up_combo.currentData()))
+
+    def display_points(self, points: np.ndarray) -> np.ndarray:
+        """Data points (or normals) float [N, 3] -> GL display coordinates float32 [N, 3] under the chosen up
+        axis (`VIEW_UP[self.up_axis]`, then the camera-frame mapping of `app.gui.views.to_display`)."""
+        from app.gui.views import to_display
+
+        p = np.asarray(points, np.float32).reshape(-1, 3)
+        if self.up_axis != "-y":
+            p = p @ VIEW_UP[self.up_axis].T.astype(np.float32)
+        return to_display(p)
+
+    def set_up_axis(self, up: str) -> None:
+        """Draw data axis `up` ("-y" | "+y" | "+z" | "-z") upward: the shown result is redrawn (layer
+        visibility and the animation frame kept) and re-framed. Display only. ValueError for other names."""
+        if up not in VIEW_UP:
+            raise ValueError(f"unknown up axis {up!r} ({', '.join(VIEW_UP)})")
+        if self.up_combo.currentData() != up:
+            self.up_combo.blockSignals(True)
+            self.up_combo.setCurrentIndex(self.up_combo.findData(up))
+            self.up_combo.blockSignals(False)
+        if up == self.up_axis:
+            return
+        self.up_axis = up
+        if not self._layers and not self._frames:
+            return
+        checked = [b.isChecked() for b in self._checks]
+        t, playing = self.frame_index, self.playing
+        self.set_layers(self._layers, self._frames)  # same layers -> the same check boxes in the same order
+        for box, on in zip(self._checks, checked):
+            box.setChecked(on)
+        if self._frames:
+            self.set_frame(t)
+            self.play(playing)
 
     @property
     def n_frames(self) -> int:
@@ -296,36 +378,44 @@ class CloudView(QtWidgets.QWidget):
         self.play_btn.blockSignals(False)
         self.time_bar.hide()
 
+    UNIFORM_GRAY = (0.75, 0.75, 0.78)
+    """RGB of layers without colors"""
+
     def _make_item(self, layer: Layer) -> Any:
-        """A GL item for one layer (None when it has no points)."""
+        """A GL item for one layer (None when it has no points). Per-point colors go to the item as an
+        array float32 [N, 4]; a layer without colors gets one uniform color as a tuple (pyqtgraph treats
+        any numpy array as per-point colors: a 4-element array would color only the first point)."""
         import pyqtgraph.opengl as gl
 
-        from app.gui.views import headlight_shader, to_display
+        from app.gui.views import headlight_shader
         from fusion.meshing import vertex_normals
 
-        p = to_display(layer.points)
+        p = self.display_points(layer.points)
         if len(p) == 0:
             return None
+        color: tuple[float, ...] | np.ndarray
         if layer.colors is not None:
-            c = np.concatenate([np.asarray(layer.colors, np.float32) / 255.0,
-                                np.full((len(p), 1), layer.alpha, np.float32)], 1)
+            color = np.concatenate([np.asarray(layer.colors, np.float32).reshape(-1, 3) / 255.0,
+                                    np.full((len(p), 1), layer.alpha, np.float32)], 1)
         else:
-            c = np.array([0.75, 0.75, 0.78, layer.alpha], np.float32)
+            color = (*self.UNIFORM_GRAY, float(layer.alpha))
         if layer.faces is not None and len(layer.faces):
             md = gl.MeshData(vertexes=p, faces=np.asarray(layer.faces, np.uint32))
-            md._vertexNormals = to_display(vertex_normals(np.asarray(layer.points, np.float32),
-                                                          np.asarray(layer.faces, np.int64)))
-            if c.ndim == 2:
-                md.setVertexColors(c)
+            md._vertexNormals = self.display_points(vertex_normals(np.asarray(layer.points, np.float32),
+                                                                   np.asarray(layer.faces, np.int64)))
+            if isinstance(color, np.ndarray):
+                md.setVertexColors(color)
             item = gl.GLMeshItem(meshdata=md, smooth=True, shader=headlight_shader(),
-                                 color=tuple(c) if c.ndim == 1 else (1, 1, 1, 1))
+                                 color=color if isinstance(color, tuple) else (1, 1, 1, 1))
         else:
-            item = gl.GLScatterPlotItem(pos=p, color=c, size=layer.size, pxMode=True)
+            item = gl.GLScatterPlotItem(pos=p, color=color, size=layer.size, pxMode=True)
             item.setGLOptions("translucent" if layer.alpha < 1 else "opaque")
         return item
 
     def _add_check(self, name: str, checked: bool) -> QtWidgets.QCheckBox:
-        box = QtWidgets.QCheckBox(name)
+        short = name if len(name) <= self.NAME_CHARS else name[: self.NAME_CHARS - 1] + "…"
+        box = QtWidgets.QCheckBox(short)
+        box.setToolTip(name)
         box.setChecked(checked)
         self.boxes.insertWidget(self.boxes.count() - 1, box)
         self._checks.append(box)
@@ -336,8 +426,6 @@ class CloudView(QtWidgets.QWidget):
         drawn on top of `layers` at time step t; starts at t = 0, paused); frame the whole lot."""
         from PySide6 import QtGui
 
-        from app.gui.views import to_display
-
         self.clear()
         self._layers = list(layers)
         self._frames = [list(f) for f in (frames or [])]
@@ -346,7 +434,7 @@ class CloudView(QtWidgets.QWidget):
             item = self._make_item(layer)
             if item is None:
                 continue
-            allp.append(to_display(layer.points))
+            allp.append(self.display_points(layer.points))
             item.setVisible(layer.visible)
             self.gl.addItem(item)
             self._items.append(item)
@@ -361,7 +449,7 @@ class CloudView(QtWidgets.QWidget):
                         box.toggled.connect(lambda on, n=layer.name: self._set_frame_layer_visible(n, on))
                         self._frame_checks[layer.name] = box
                     if len(layer.points):
-                        allp.append(to_display(layer.points))
+                        allp.append(self.display_points(layer.points))
             self.slider.blockSignals(True)
             self.slider.setRange(0, len(self._frames) - 1)
             self.slider.setValue(0)
@@ -431,17 +519,19 @@ class CloudView(QtWidgets.QWidget):
 
 def load_cloud_file(path: str | Path) -> Capture:
     """A point cloud or mesh file as a Capture (PLY via the capture reader, other formats through
-    models.common.io); InputError for unreadable files."""
+    models.common.io); a mesh keeps its triangles in `Capture.faces` (its vertices are the points, in file
+    order). InputError for unreadable files."""
     p = Path(path)
     if p.suffix.lower() == ".ply":
         try:
             return read_capture_ply(p)
         except InputError:
-            pass  # e.g. a PLY with faces: let trimesh read it
+            pass  # e.g. a big-endian PLY or an unusual face layout: let trimesh read it
     from models.common.io import load_mesh
 
     m = load_mesh(p)
-    return Capture(m.vertices.astype(np.float32), colors=m.colors, name=p.stem, source=str(p))
+    faces = np.asarray(m.faces, np.int64) if len(m.faces) else None
+    return Capture(m.vertices.astype(np.float32), colors=m.colors, name=p.stem, source=str(p), faces=faces)
 
 
 class InputChooser(QtWidgets.QWidget):
@@ -725,7 +815,16 @@ class ShapePanel(QtWidgets.QWidget):
         desc = QtWidgets.QLabel(self.description)
         desc.setWordWrap(True)
         desc.setStyleSheet("color: #9aa0a6")
+        form_host = QtWidgets.QWidget()
+        form_lay = QtWidgets.QVBoxLayout(form_host)
+        form_lay.setContentsMargins(0, 0, 4, 0)
         form = QtWidgets.QFormLayout()
+        form.setRowWrapPolicy(QtWidgets.QFormLayout.RowWrapPolicy.WrapLongRows)
+        form.setFieldGrowthPolicy(QtWidgets.QFormLayout.FieldGrowthPolicy.AllNonFixedFieldsGrow)
+        form.setVerticalSpacing(4)
+        form_lay.addWidget(desc)
+        form_lay.addLayout(form)
+        form_lay.addStretch(1)
         self.choosers: dict[str, InputChooser | SequenceChooser] = {}
         for label in self.inputs:
             ch = SequenceChooser(store) if label in self.sequence_inputs else InputChooser(store)
@@ -752,6 +851,7 @@ class ShapePanel(QtWidgets.QWidget):
         row.addWidget(self.cancel_btn)
         row.addWidget(self.export_btn)
         self.button_row = row
+        self.extra_row = QtWidgets.QHBoxLayout()  # buttons of `add_button`: a second row keeps the panel narrow
         self.view = CloudView()
         self.table = QtWidgets.QTableWidget(0, 2)
         self.table.setHorizontalHeaderLabels(["result", "value"])
@@ -759,20 +859,70 @@ class ShapePanel(QtWidgets.QWidget):
         self.table.horizontalHeader().setSectionResizeMode(QtWidgets.QHeaderView.ResizeMode.Stretch)
         self.table.setEditTriggers(QtWidgets.QAbstractItemView.EditTrigger.NoEditTriggers)
         self.table.verticalHeader().setDefaultSectionSize(20)
+        self.table.setMinimumHeight(60)
         split = QtWidgets.QSplitter(QtCore.Qt.Orientation.Vertical)
         split.addWidget(self.view)
         split.addWidget(self.table)
-        split.setStretchFactor(0, 3)
+        split.setStretchFactor(0, 5)
         split.setStretchFactor(1, 1)
+        split.setChildrenCollapsible(False)
+        split.setSizes([500, 80])
+        self.splitter = split
+        # the form (description, inputs, parameters) scrolls inside at most FORM_SHARE of the panel's
+        # height, so the buttons, the progress bar and the result view always fit the dock
+        self.form_area = QtWidgets.QScrollArea()
+        self.form_area.setWidget(form_host)
+        self.form_area.setWidgetResizable(True)
+        self.form_area.setFrameShape(QtWidgets.QFrame.Shape.NoFrame)
+        self.form_area.setHorizontalScrollBarPolicy(QtCore.Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
+        self.form_area.setSizePolicy(QtWidgets.QSizePolicy.Policy.Preferred, QtWidgets.QSizePolicy.Policy.Fixed)
+        self.form_area.setMinimumWidth(0)
         lay = QtWidgets.QVBoxLayout(self)
-        lay.addWidget(desc)
-        lay.addLayout(form)
+        lay.setContentsMargins(4, 4, 4, 4)
+        lay.setSpacing(4)
+        lay.addWidget(self.form_area)
         lay.addLayout(row)
+        lay.addLayout(self.extra_row)
         lay.addWidget(self.bar)
         lay.addWidget(split, 1)
         self.run_btn.clicked.connect(self.run)
         self.cancel_btn.clicked.connect(self.cancel)
         self.export_btn.clicked.connect(self._export_dialog)
+
+    FORM_SHARE = 0.3
+    """the form's scroll area may always take this share of the panel's height"""
+    FORM_MAX_SHARE = 0.45
+    """... and up to this share while the result view keeps VIEW_MIN pixels"""
+    VIEW_MIN = 170
+    """result view height (pixels) the form leaves when it grows beyond FORM_SHARE"""
+
+    def _fit_form(self) -> None:
+        """Height of the form area: its content's height, capped at FORM_SHARE of the panel, or more (up to
+        FORM_MAX_SHARE) where the view still gets VIEW_MIN pixels; at least one row. The rest of the panel
+        (buttons, progress bar, result view, table) stays visible in the dock."""
+        host = self.form_area.widget()
+        content = host.heightForWidth(self.form_area.viewport().width()) if host.hasHeightForWidth() else -1
+        if content <= 0:
+            content = host.sizeHint().height()
+        h = self.height()
+        fixed = h - self.form_area.height() - self.splitter.height()  # button rows, bar, margins, spacing
+        room = h - fixed - (self.VIEW_MIN + self.view.box_scroll.height() + self.table.minimumHeight() + 8)
+        cap = max(60, int(self.FORM_SHARE * h), min(room, int(self.FORM_MAX_SHARE * h)))
+        self.form_area.setFixedHeight(min(content + 2, cap))
+
+    def resizeEvent(self, event: Any) -> None:  # noqa: N802 (Qt name)
+        """Refit the form area to the new size."""
+        super().resizeEvent(event)
+        self._fit_form()
+
+    def showEvent(self, event: Any) -> None:  # noqa: N802 (Qt name)
+        """Fit the form area when shown."""
+        super().showEvent(event)
+        self._fit_form()
+
+    def minimumSizeHint(self) -> QtCore.QSize:  # noqa: N802 (Qt name)
+        """Small: the form scrolls, so the panel fits narrow and low docks."""
+        return QtCore.QSize(240, 320)
 
     @staticmethod
     def _param_widget(prm: Param) -> QtWidgets.QWidget:
@@ -877,11 +1027,11 @@ class ShapePanel(QtWidgets.QWidget):
         self.bar.setFormat(f"{text} %p%" if text else "%p%")
 
     def add_button(self, text: str, slot: Callable[[], Any], tip: str = "") -> QtWidgets.QPushButton:
-        """Add a button to the Run / Cancel / Export row (e.g. "Load …" of a method's file format)."""
+        """Add a button under the Run / Cancel / Export row (e.g. "Load …" of a method's file format)."""
         btn = QtWidgets.QPushButton(text)
         btn.setToolTip(tip)
         btn.clicked.connect(lambda _=False: slot())
-        self.button_row.addWidget(btn)
+        self.extra_row.addWidget(btn)
         return btn
 
     def show_result(self, res: PanelResult) -> None:
