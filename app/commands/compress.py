@@ -48,7 +48,8 @@ def run(args: argparse.Namespace) -> int:
     from models.qaad.training import TrainConfig
 
     for name, v in (("--patches", args.patches), ("--latent", args.latent), ("--batch", args.batch),
-                    ("--samples", args.samples), ("--steps", args.steps)):
+                    ("--samples", args.samples), ("--steps", args.steps), ("--points", args.points),
+                    ("--eval-clouds", args.eval_clouds)):
         if v is not None and v < 1:
             raise InputError(f"{name} must be positive, got {v}")
     if args.ratio <= 0 or args.lr <= 0 or (args.seconds is not None and args.seconds <= 0):

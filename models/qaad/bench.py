@@ -4,7 +4,9 @@ baseline on the horse-gallop and samba sequences (same parameter count, same tra
 Figures (full run): emkd_ms_8192, emd_ms_8192, emkd_speedup, emkd_over_emd on one real 8192-point pair
 (horse frame 0 vs frame 12, sampled from the meshes); auction_ms_1024 / auction_over_emd_1024; per sequence
 emkd_qaad, emkd_atlasnet, emkd_reduction (1 - qaad / atlasnet), compression_ratio, the float counts, steps,
-decompress_clouds_per_s (CPU, one thread, all clouds of 16k points). Training budgets are CPU seconds
+decompress_clouds_per_s (CPU, one thread, all clouds of 16k points); and, in quick runs too, the
+decompression target at full size on an untrained file shaped like samba (`bench_decode`:
+decompress_16k_clouds_per_s, median of 3 wall-clock runs, and per CPU second). Training budgets are CPU seconds
 (60 per model and sequence), Adam lr 3e-3 for both. quick=True shrinks everything (2048-point metric pair,
 512-point auction, 2048-point clouds at 20:1, 5 CPU seconds of training) to run in about a minute on an idle
 machine; its figures are smoke values.
@@ -100,6 +102,44 @@ def bench_sequence(seq_dir: Path, n_points: int, seconds: float, eval_clouds: in
     }
 
 
+def bench_decode(seq_dir: Path, n_clouds: int = 35, n_points: int = 16384, ratio: float = 100.0,
+                 repeats: int = 3) -> dict:
+    """Decompression speed at the target size, independent of training: a NeuralQAAD file sized like the
+    samba set (n_clouds x n_points at `ratio`, template initialised from a real horse frame; decoding cost
+    does not depend on the weight values), decoded `repeats` times on the CPU with one torch thread
+    (`decode_file`, what `nrstudio decompress` runs). Figures: the best and median clouds per wall second
+    and per CPU second."""
+    from models.qaad.data import Normalisation
+    from models.qaad.format import pack
+    from models.qaad.model import build_decoder, sized_config
+
+    files = sorted(seq_dir.glob("*.obj"))
+    sample, _ = sample_surface(load_mesh(files[0]), n_points, rng=np.random.default_rng(3))
+    norm = Normalisation.fit([sample])
+    cfg = sized_config(n_clouds, n_points, ratio)
+    torch.manual_seed(0)
+    model = build_decoder(cfg, n_clouds)
+    model.init_template(norm.apply(sample))
+    with torch.no_grad():  # non-zero heads, as after training
+        for p in model.parameters():
+            p.add_(0.01 * torch.randn_like(p))
+    f = pack(model, norm, [f"cloud{i}" for i in range(n_clouds)])
+    decode_file(f, "cpu", [0])  # warm-up
+    wall, cpu = [], []
+    for _ in range(repeats):
+        t, c = time.perf_counter(), time.process_time()
+        out = decode_file(f, "cpu")
+        wall.append(time.perf_counter() - t)
+        cpu.append(time.process_time() - c)
+    assert out.shape == (n_clouds, n_points, 3)
+    return {
+        "decompress_16k_clouds": n_clouds,
+        "decompress_16k_clouds_per_s": n_clouds / float(np.median(wall)),
+        "decompress_16k_clouds_per_s_best": n_clouds / min(wall),
+        "decompress_16k_clouds_per_cpu_s": n_clouds / float(np.median(cpu)),
+    }
+
+
 def run_bench(quick: bool) -> dict:
     """The section's figures (see the module docstring); sequences missing from the data folder are skipped."""
     threads = torch.get_num_threads()
@@ -112,6 +152,7 @@ def run_bench(quick: bool) -> dict:
             return fig
         fig.update(bench_metrics(2048, root / "horse-gallop", 512) if quick else
                    bench_metrics(8192, root / "horse-gallop", 1024))
+        fig.update(bench_decode(root / "horse-gallop"))  # the decompression target, also in quick runs
         for name in SEQUENCES:
             if not (root / name).is_dir():
                 fig[name] = {"skipped": "not found"}

@@ -89,16 +89,17 @@ class CompressResult:
 
 
 def decode_file(f: QAADFile, device: str = "cpu", instances: list[int] | None = None, chunk: int = 4) -> np.ndarray:
-    """Decoded clouds of a .qaad file in input units: float64 [len(instances) or I, N, 3]."""
+    """Decoded clouds of a .qaad file in input units: float64 [len(instances) or I, N, 3].
+
+    All requested clouds go through the decoder's `decode_clouds` (inference mode, fp32 contiguous weights,
+    the template's share of the first layer computed once); `chunk` is the batch of the generic path."""
     dev = resolve_device(device)
     model = f.build_model(dev)
     idx = list(range(f.n_clouds)) if instances is None else list(instances)
-    out = []
-    with torch.inference_mode():
-        for s in range(0, len(idx), chunk):
-            inst = torch.as_tensor(idx[s : s + chunk], dtype=torch.long, device=dev)
-            out.append(model.decode_all(inst).float().cpu().numpy())
-    y = np.concatenate(out) if out else np.zeros((0, f.config.n_points, 3), np.float32)
+    if not idx:
+        return np.zeros((0, f.config.n_points, 3), np.float64)
+    inst = torch.as_tensor(idx, dtype=torch.long, device=dev)
+    y = model.decode_clouds(inst, chunk=chunk).cpu().numpy()
     return f.normalisation.invert(y)
 
 
@@ -162,13 +163,17 @@ def output_names(f: QAADFile) -> list[str]:
     return [f"{i:04d}_{Path(name).stem or 'cloud'}.ply" for i, name in enumerate(f.names)]
 
 
-def write_clouds(f: QAADFile, out_dir: str | Path, device: str = "cpu") -> list[Path]:
-    """Decode every cloud of `f` and write one PLY each into out_dir (created; files written atomically,
-    only after all clouds are decoded). Returns the written paths."""
-    clouds = decode_file(f, device)
+def write_clouds(f: QAADFile, out_dir: str | Path, device: str = "cpu", clouds: np.ndarray | None = None) -> list[Path]:
+    """Decode every cloud of `f` (or take `clouds`, float [I, N, 3] input units, already decoded by
+    `decode_file`) and write one PLY each into out_dir (created; files written atomically, only after all
+    clouds are decoded). Returns the written paths. InputError when out_dir is an existing file."""
     out = Path(out_dir)
     if out.exists() and not out.is_dir():
         raise InputError(f"{out}: exists and is not a folder")
+    if clouds is None:
+        clouds = decode_file(f, device)
+    elif len(clouds) != f.n_clouds:
+        raise ValueError(f"{len(clouds)} decoded clouds for a file of {f.n_clouds}")
     paths = []
     for name, pts in zip(output_names(f), clouds):
         p = out / name

@@ -125,6 +125,43 @@ def test_grouped_heads_match_a_per_patch_reference(rng):
                 torch.testing.assert_close(out[b, k], q[k] + h, rtol=1e-5, atol=1e-5)
 
 
+def test_selu_unscaled_matches_selu(rng):
+    from models.qaad.model import SELU_ALPHA, SELU_SCALE, selu_unscaled_
+
+    x = torch.from_numpy(rng.normal(scale=4.0, size=(7, 333)).astype(np.float32))
+    x[0, :5] = torch.tensor([0.0, -0.0, -80.0, 80.0, 1e-30])
+    got = selu_unscaled_(x.clone())
+    torch.testing.assert_close(SELU_SCALE * (got - SELU_ALPHA), torch.nn.functional.selu(x), rtol=2e-6, atol=2e-6)
+
+
+@pytest.mark.parametrize("n_points, tile", [(100, 512), (130, 7), (64, 16)])
+def test_fast_decode_matches_the_forward_pass(rng, n_points, tile):
+    # N not a multiple of K (template tail cut), tiles smaller than a patch and not dividing it
+    cfg = ModelConfig("qaad", n_points=n_points, patches=5, latent=4, shared=(16, 8, 8, 6), head=(6, 5, 3))
+    model = build_decoder(cfg, 4)
+    model.init_template(rng.normal(size=(200, 3)))
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(0.3 * torch.randn_like(p))
+        inst = torch.tensor([3, 0, 2])
+        ref = model.decode_all(inst)
+    fast = model.decode_clouds(inst, tile=tile)
+    assert fast.shape == (3, n_points, 3) and fast.dtype == torch.float32
+    torch.testing.assert_close(fast, ref, rtol=1e-5, atol=1e-5)
+
+
+def test_decode_file_uses_every_cloud_in_order(small_result):
+    from models.qaad.inference import decode_file
+
+    f = small_result[1].file
+    model = f.build_model("cpu")
+    with torch.no_grad():
+        ref = f.normalisation.invert(model.decode_all(torch.arange(f.n_clouds)).numpy())
+    np.testing.assert_allclose(decode_file(f), ref, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(decode_file(f, instances=[2, 0]), ref[[2, 0]], rtol=1e-5, atol=1e-5)
+    assert decode_file(f, instances=[]).shape == (0, f.config.n_points, 3)
+
+
 def test_atlasnet_patches_are_independent(rng):
     cfg = ModelConfig("atlasnet", n_points=64, patches=4, latent=3, atlas_hidden=(5, 5, 5))
     model = build_decoder(cfg, 2)

@@ -43,7 +43,12 @@ def test_compress_decompress_round_trip_within_reported_error(clouds, tmp_path, 
     assert r["compression_ratio"] >= 2.0
     assert "compression ratio" in capsys.readouterr().out
     dec = tmp_path / "dec"
-    assert main(["decompress", str(out), "--out", str(dec)]) == 0
+    drep = tmp_path / "drep.json"
+    capsys.readouterr()
+    assert main(["decompress", str(out), "--out", str(dec), "--report", str(drep)]) == 0
+    d = json.loads(drep.read_text())
+    assert d["clouds"] == 3 and d["decoded_clouds_per_s"] == pytest.approx(3 / d["decode_seconds"])
+    assert "clouds/s" in capsys.readouterr().out
     files = sorted(dec.glob("*.ply"))
     assert [f.name for f in files] == ["0000_c0.ply", "0001_c1.ply", "0002_c2.ply"]
     e = [emkd(load_points(f), np.load(c)) for f, c in zip(files, clouds)]
@@ -99,9 +104,16 @@ def test_corrupt_and_truncated_files_exit_2_and_write_nothing(clouds, tmp_path, 
         assert name in err and ("checksum" in err or "truncated" in err)
         assert not dec.exists()
     assert main(["decompress", str(tmp_path / "none.qaad"), "--out", str(tmp_path / "d")]) == 2
+    blocker = tmp_path / "a_file"
+    blocker.write_text("keep")
+    assert main(["decompress", str(out), "--out", str(blocker)]) == 2
+    assert blocker.read_text() == "keep"
 
 
 def test_bad_options_exit_2(clouds, tmp_path):
     assert main(["compress", str(clouds[0]), "--out", str(tmp_path / "x.qaad"), "--patches", "0", "--quiet"]) == 2
+    for opt in ("--eval-clouds", "--points"):
+        assert main(["compress", *map(str, clouds), "--out", str(tmp_path / "x.qaad"), opt, "0", "--quiet"]) == 2
+    assert not (tmp_path / "x.qaad").exists()
     # one cloud of 200 points cannot reach 100:1
     assert main(["compress", str(clouds[0]), "--out", str(tmp_path / "x.qaad"), "--steps", "5", "--quiet"]) == 2
