@@ -51,6 +51,8 @@ def run(args: argparse.Namespace) -> int:
         v = getattr(args, name)
         if v is not None and v < 1:
             raise InputError(f"--{name.replace('_', '-')} must be positive (got {v})")
+    if args.n_eval < 0:
+        raise InputError(f"--n-eval must be >= 0 (got {args.n_eval}; 0 = all target vertices)")
     import torch
 
     torch.set_num_threads(max(1, args.threads))

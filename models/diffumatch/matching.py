@@ -70,6 +70,9 @@ class MatchConfig:
     sds_sigma_min: float = 0.02
     sds_sigma_max: float = 0.3
     sds_samples: int = 4
+    sds_schedule: str = "uniform"
+    """'uniform': ln sigma ~ U(ln sds_sigma_min, ln sds_sigma_max) at every step; 'anneal': the upper end
+    decays log-linearly from sds_sigma_max to sds_sigma_min over the steps (coarse structure first)."""
     w_bij: float = 1.0
     w_orth: float = 0.0
     w_proper: float = 1.0
@@ -105,6 +108,12 @@ class MatchResult:
     seconds: float
     history: list[float] = field(default_factory=list)
     p2p_21_init: np.ndarray | None = None
+    FM_12_init: np.ndarray | None = None
+    """the k x k FMReg map before ZoomOut."""
+    cpu_seconds: float = 0.0
+    """process CPU time of the matching (all threads; `seconds` is wall-clock)."""
+    sds_grad_ratio: list[float] = field(default_factory=list)
+    """per step: ||d(SDS term)/dC|| / ||d(other terms)/dC|| over (FM_12, FM_21); empty without SDS."""
 
 
 def _decimate(verts: np.ndarray, faces: np.ndarray, n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -150,7 +159,7 @@ def wks_zoomout(P1: PreparedShape, P2: PreparedShape, cfg: MatchConfig = MatchCo
     """Baseline without learning: WKS descriptors, regularised solve (Laplacian mask), ZoomOut."""
     from .spectral import wks
 
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     s1, s2 = P1.full, P2.full
     k = cfg.k
     d1 = wks(s1.evals, s1.evecs, cfg.n_wks_baseline)
@@ -169,7 +178,8 @@ def wks_zoomout(P1: PreparedShape, P2: PreparedShape, cfg: MatchConfig = MatchCo
     FM, p2p = _refine(C, s1, s2, cfg)
     if progress:
         progress(1.0, "done")
-    return MatchResult(p2p, FM, time.perf_counter() - t0, [], fmaps.fm_to_p2p(C, s1.evecs, s2.evecs))
+    return MatchResult(p2p, FM, time.perf_counter() - t0, [], fmaps.fm_to_p2p(C, s1.evecs, s2.evecs), C,
+                       time.process_time() - c0)
 
 
 def _normalise(F: torch.Tensor, ops: ShapeOps) -> torch.Tensor:
@@ -202,8 +212,20 @@ def _proper(C: torch.Tensor, oa: ShapeOps, ob: ShapeOps, k: int) -> torch.Tensor
     return torch.as_tensor(P, dtype=C.dtype, device=C.device)
 
 
+def sds_sigma_range(cfg: MatchConfig, step: int) -> tuple[float, float]:
+    """(sigma_min, sigma_max) of the SDS noise levels at optimisation step `step` (cfg.sds_schedule)."""
+    if cfg.sds_schedule == "uniform":
+        return cfg.sds_sigma_min, cfg.sds_sigma_max
+    if cfg.sds_schedule == "anneal":
+        f = step / max(1, cfg.steps - 1)
+        hi = float(np.exp((1 - f) * np.log(cfg.sds_sigma_max) + f * np.log(cfg.sds_sigma_min)))
+        return cfg.sds_sigma_min, max(hi, cfg.sds_sigma_min)
+    raise ValueError(f"unknown sds_schedule {cfg.sds_schedule!r}")
+
+
 def optimise_features(P1: PreparedShape, P2: PreparedShape, cfg: MatchConfig, prior: Denoiser | None,
-                      progress: Progress | None = None, cancel: Cancel | None = None) -> tuple[DiffusionNet, list[float]]:
+                      progress: Progress | None = None, cancel: Cancel | None = None,
+                      sds_grad_ratio: list[float] | None = None) -> tuple[DiffusionNet, list[float]]:
     """Per-pair optimisation of a fresh feature net on the decimated shapes; returns (net, loss history).
 
     Loss = w_sds (SDS(FM_12) + SDS(FM_21)) + w_bij ||FM_12 FM_21 - I||^2 + w_orth (||FM^T FM - I||^2 both
@@ -236,8 +258,15 @@ def optimise_features(P1: PreparedShape, P2: PreparedShape, cfg: MatchConfig, pr
         if cfg.w_proper:
             loss = loss + cfg.w_proper * (((C12 - _proper(C12, o1, o2, k)) ** 2).sum() + ((C21 - _proper(C21, o2, o1, k)) ** 2).sum())
         if cfg.w_sds and prior is not None:
-            loss = loss + cfg.w_sds * sds_loss(prior, torch.stack([C12, C21]), cfg.sds_sigma_min, cfg.sds_sigma_max,
-                                               cfg.sds_samples, gen) * 2
+            lo, hi = sds_sigma_range(cfg, step)
+            l_sds = cfg.w_sds * sds_loss(prior, torch.stack([C12, C21]), lo, hi, cfg.sds_samples, gen) * 2
+            if sds_grad_ratio is not None:
+                g_o = torch.autograd.grad(loss, [C12, C21], retain_graph=True, allow_unused=True)
+                g_s = torch.autograd.grad(l_sds, [C12, C21], retain_graph=True)
+                n_o = sum(float((g**2).sum()) for g in g_o if g is not None) ** 0.5
+                n_s = sum(float((g**2).sum()) for g in g_s) ** 0.5
+                sds_grad_ratio.append(n_s / max(n_o, 1e-12))
+            loss = loss + l_sds
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
@@ -251,10 +280,11 @@ def match_pair(P1: PreparedShape, P2: PreparedShape, cfg: MatchConfig = MatchCon
                progress: Progress | None = None, cancel: Cancel | None = None) -> MatchResult:
     """Deep functional-map matching of a prepared pair: DiffuMatch when `prior` is given and cfg.w_sds > 0,
     the deep baseline with `deep_baseline_config(cfg)` and prior None. Returns p2p_21 on the full shapes."""
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     if progress:
         progress(0.02, "optimising features")
-    net, hist = optimise_features(P1, P2, cfg, prior, progress, cancel)
+    ratio: list[float] = []
+    net, hist = optimise_features(P1, P2, cfg, prior, progress, cancel, ratio)
     dev = _device(cfg.device)
     o1 = ShapeOps.from_shape(P1.full, cfg.k_diff, device=dev)
     o2 = ShapeOps.from_shape(P2.full, cfg.k_diff, device=dev)
@@ -271,7 +301,7 @@ def match_pair(P1: PreparedShape, P2: PreparedShape, cfg: MatchConfig = MatchCon
     if progress:
         progress(1.0, "done")
     init = fmaps.fm_to_p2p(C12, P1.full.evecs, P2.full.evecs)
-    return MatchResult(p2p, FM, time.perf_counter() - t0, hist, init)
+    return MatchResult(p2p, FM, time.perf_counter() - t0, hist, init, C12, time.process_time() - c0, ratio)
 
 
 def diffumatch(P1: PreparedShape, P2: PreparedShape, prior: Denoiser, cfg: MatchConfig = MatchConfig(),
@@ -288,16 +318,18 @@ def deep_fm(P1: PreparedShape, P2: PreparedShape, cfg: MatchConfig = MatchConfig
 
 def match_files(src: str | Path, tgt: str | Path, cfg: MatchConfig, prior: Denoiser, gt_file: str | Path | None = None,
                 gt_identity: bool = False, baselines: bool = True, n_eval: int | None = 2000,
-                progress: Progress | None = None, cancel: Cancel | None = None) -> dict:
+                progress: Progress | None = None, cancel: Cancel | None = None, oracle: bool = False) -> dict:
     """Match two mesh / cloud files (source, target) with DiffuMatch and, with `baselines`, WKS + ZoomOut
     and the deep functional map without the prior; evaluate against a ground-truth p2p_21 file or the
     identity (same vertex count) when given.
 
     Returns {"p2p_21": int64 [n_target], "geodesic_error": float | None (mean geodesic distance on the
     source between predicted and true match / sqrt(source area)), "seconds": float (DiffuMatch matching
-    time, preprocessing excluded), "geodesic_error_median", "geodesic_error_before_zoomout" (of the
+    wall time, preprocessing excluded), "cpu_seconds" (its process CPU time), "geodesic_error_median", "geodesic_error_before_zoomout" (of the
     k x k map's own p2p), "preprocess_seconds", "n_eval", "n_source", "n_target", "final_loss",
-    "baselines": {"wks_zoomout": {...}, "deep_fm": {...}} with the same per-method keys}.
+    "baselines": {"wks_zoomout": {...}, "deep_fm": {...}} with the same per-method keys}. With `oracle`
+    and a ground truth, also "oracle_gt_zoomout": the error of ZoomOut started from the ground truth's own
+    k x k functional map (the floor that a ZoomOut-refined map reaches against a noisy ground truth).
     InputError for unreadable files or a ground truth that does not fit the shapes.
     """
     from fusion.errors import InputError
@@ -335,6 +367,10 @@ def match_files(src: str | Path, tgt: str | Path, cfg: MatchConfig, prior: Denoi
         # the prepared source has unit area: its distances are already divided by sqrt(area)
         preds = {k: r.p2p_21 for k, r in res.items()}
         preds.update({f"{k}/init": r.p2p_21_init for k, r in res.items() if r.p2p_21_init is not None})
+        if oracle:
+            s1, s2 = P1.full, P2.full
+            C_gt = fmaps.p2p_to_fm(gt, s1.evecs[:, :cfg.k], s2.evecs[:, :cfg.k], s2.mass)
+            preds["oracle"] = _refine(C_gt, s1, s2, cfg)[1]
         errs = geodesic_errors_on(P1.full.verts, P1.full.faces, 1.0, gt, preds, n_eval, cfg.seed)
     if progress:
         progress(1.0, "done")
@@ -343,7 +379,7 @@ def match_files(src: str | Path, tgt: str | Path, cfg: MatchConfig, prior: Denoi
         return {"geodesic_error": errs[name]["mean"] if errs else None,
                 "geodesic_error_median": errs[name]["median"] if errs else None,
                 "geodesic_error_before_zoomout": errs[f"{name}/init"]["mean"] if f"{name}/init" in errs else None,
-                "seconds": res[name].seconds}
+                "seconds": res[name].seconds, "cpu_seconds": res[name].cpu_seconds}
 
     out = {
         "p2p_21": res["diffumatch"].p2p_21,
@@ -356,4 +392,6 @@ def match_files(src: str | Path, tgt: str | Path, cfg: MatchConfig, prior: Denoi
     }
     if baselines:
         out["baselines"] = {"wks_zoomout": fig("wks_zoomout"), "deep_fm": fig("deep_fm")}
+    if oracle and errs:
+        out["oracle_gt_zoomout"] = errs["oracle"]["mean"]
     return out

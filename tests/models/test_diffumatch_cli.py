@@ -82,6 +82,14 @@ def test_match_cli_bad_input_exit_2(pair, tmp_path, capsys):
     save_mesh(other, np.asarray(trimesh.creation.icosphere(subdivisions=1).vertices), np.asarray(trimesh.creation.icosphere(subdivisions=1).faces))
     assert main(["match", a, str(other), "--out", out, "--gt-identity", *FAST]) == 2
     assert main(["match", a, b, "--out", out, "--weights", str(tmp_path / "none.pt"), *FAST]) == 2
+    corrupt = tmp_path / "corrupt.pt"
+    corrupt.write_bytes(b"not a checkpoint")
+    assert main(["match", a, b, "--out", out, "--weights", str(corrupt), *FAST]) == 2
+    assert main(["match", a, b, "--out", out, *FAST, "--n-eval", "-1"]) == 2
+    assert main(["match", a, b, "--out", out, *FAST, "--steps", "0"]) == 2
+    neg = tmp_path / "neg.txt"
+    neg.write_text("".join(f"{i - 1}\n" for i in range(162)))
+    assert main(["match", a, b, "--out", out, "--gt-map", str(neg), *FAST]) == 2
     err = capsys.readouterr().err
     assert "error" in err and "Traceback" not in err
     assert not (tmp_path / "m.txt").exists()  # nothing written on failure
