@@ -51,15 +51,19 @@ def run(args: argparse.Namespace) -> int:
     n = len(report["outputs"])
     print(f"lpdc: {n} meshes ({report['n_vertices']} vertices, {report['n_faces']} faces) -> {args.out}")
     print(f"  inference {report['inference_s']:.3f} s (encode {report['encode_s']:.3f}, t0 mesh {report['mesh_s']:.3f}, "
-          f"all frames {report['motion_s']:.3f})")
+          f"all frames {report['motion_s']:.3f}); CPU {report['inference_cpu_s']:.3f} s")
+    if "speedup_vs_ode" in report:
+        print(f"  vs the ODE baseline: {report['speedup_vs_ode']:.2f}x faster (wall), "
+              f"{report['cpu_speedup_vs_ode']:.2f}x (CPU time)")
     rows = [("lpdc", report)] + list(report.get("baselines", {}).items())
     if report.get("correspondence_l2") is not None:
-        print(f"  {'method':<26s} {'corr_l2':>9s} {'chamfer':>10s} {'iou':>7s} {'inference_s':>12s}")
+        print(f"  {'method':<26s} {'corr_l2':>9s} {'chamfer':>10s} {'iou':>7s} {'inference_s':>12s} {'cpu_s':>8s}")
         for name, r in rows:
             if "correspondence_l2" not in r:
                 continue
             iou = "-" if r.get("iou") is None else f"{r['iou']:.3f}"
-            print(f"  {name:<26s} {r['correspondence_l2']:9.4f} {r['chamfer']:10.6f} {iou:>7s} {r['inference_s']:12.3f}")
+            print(f"  {name:<26s} {r['correspondence_l2']:9.4f} {r['chamfer']:10.6f} {iou:>7s} {r['inference_s']:12.3f}"
+                  f" {r['inference_cpu_s']:8.3f}")
     for note in report.get("notes", []):
         print(f"  note: {note}", file=sys.stderr)
     write_report(args.report, report)

@@ -21,7 +21,7 @@ SAMBA_WINDOW = (0, 17)
 
 def _summary(report: dict) -> dict:
     keep = ("correspondence_l2", "chamfer", "iou", "inference_s", "mesh_s", "motion_s", "inference_cpu_s",
-            "motion_cpu_s", "n_vertices")
+            "mesh_cpu_s", "motion_cpu_s", "n_vertices")
     out = {"lpdc": {k: report.get(k) for k in keep}}
     for name, r in report.get("baselines", {}).items():
         out[name] = {k: r.get(k) for k in keep if k in r}

@@ -120,7 +120,16 @@ class GenerationConfig:
     """Occupancy probability of the iso-surface."""
     padding: float = 0.1
     points_batch: int = 16_384
-    """Query points per decoder call during extraction (small enough for the CPU cache)."""
+    """Query points per decoder call during extraction (the folded decoder walks them in cache-sized blocks)."""
+    coarsest: int = 16
+    """MISE starts from a grid this coarse (cells per axis): while resolution0 is an even multiple of at
+    least 2 x coarsest, it is halved and one refinement level added, so that the final grid
+    resolution0 * 2^upsampling_steps is unchanged and only the cells near the surface are refined
+    (0 = start at resolution0). A plain grid (upsampling_steps 0) is left as it is."""
+    mise_dilation: int = 0
+    """Rings of neighbour cells also subdivided around each straddling cell (0 = Occupancy Networks' MISE)."""
+    mise_follow: bool = True
+    """Follow the surface across cell borders at every MISE level (see `generation.extract_mise`)."""
 
 
 @dataclass(frozen=True)

@@ -43,13 +43,17 @@ class Normalisation:
     scale: float
 
     @staticmethod
-    def from_points(points: np.ndarray) -> "Normalisation":
-        """The normalisation of a set of points [..., 3] (all frames of a window together)."""
+    def from_points(points: np.ndarray, name: str = "") -> "Normalisation":
+        """The normalisation of a set of points [..., 3] (all frames of a window together); `name` (the
+        input's folder or file) prefixes the InputError raised for empty or zero-extent input."""
         p = np.asarray(points, dtype=np.float64).reshape(-1, 3)
+        where = f"{name}: " if name else ""
+        if len(p) == 0:
+            raise InputError(f"{where}the sequence holds no points")
         lo, hi = p.min(axis=0), p.max(axis=0)
         scale = float((hi - lo).max())
         if not np.isfinite(scale) or scale <= 0:
-            raise InputError("the sequence has zero extent (all points coincide)")
+            raise InputError(f"{where}the sequence has zero extent (all points coincide)")
         return Normalisation((lo + hi) / 2.0, scale)
 
     def to_unit(self, p: np.ndarray) -> np.ndarray:

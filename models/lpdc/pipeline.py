@@ -77,12 +77,12 @@ def _resample(cloud: np.ndarray, n: int, rng: np.random.Generator, name: str) ->
 
 
 def prepare_meshes(seq: MeshSequence, opts: RunOptions, notes: list[str] | None = None,
-                   times: np.ndarray | None = None) -> PreparedInput:
+                   times: np.ndarray | None = None, name: str = "") -> PreparedInput:
     """A constant-connectivity mesh sequence (world units, already cut to the window) -> network input:
     normalised by all vertices of the window, N area-uniform samples per frame + Gaussian noise.
-    times [T] in [0, 1] (default evenly spaced)."""
+    times [T] in [0, 1] (default evenly spaced); `name` (the folder) goes into error messages."""
     rng = np.random.default_rng(opts.seed)
-    norm = Normalisation.from_points(seq.vertices)
+    norm = Normalisation.from_points(seq.vertices, name=name)
     vu = norm.to_unit(seq.vertices)
     pts = []
     for k in range(seq.n_frames):
@@ -113,7 +113,7 @@ def prepare_input(seq_dir: str | Path, opts: RunOptions) -> PreparedInput:
                 f"(--frames {opts.frames}); pass --pad to repeat the last frame, or --frames {n} to run on fewer")
         notes.append(f"padded from {n} to {opts.frames} frames by repeating the last frame")
     if sf.mesh_sequence is not None:
-        prep = prepare_meshes(sf.mesh_sequence, opts, notes)
+        prep = prepare_meshes(sf.mesh_sequence, opts, notes, name=str(seq_dir))
     else:
         rng = np.random.default_rng(opts.seed)
         if sf.kind == "mesh":  # meshes without shared connectivity: sample each, no ground truth
@@ -123,7 +123,7 @@ def prepare_input(seq_dir: str | Path, opts: RunOptions) -> PreparedInput:
                 clouds.append(from_barycentric(m.vertices, m.faces, fi, bc))
         else:
             clouds = [m.vertices for m in sf.meshes]
-        norm = Normalisation.from_points(np.concatenate(clouds))
+        norm = Normalisation.from_points(np.concatenate(clouds), name=str(seq_dir))
         pts = []
         for f, c in zip(sf.files, clouds):
             p = norm.to_unit(_resample(c, opts.points, rng, str(f)))

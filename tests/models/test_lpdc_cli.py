@@ -60,7 +60,8 @@ def test_cli_reconstructs_and_evaluates(tmp_path, weights, mesh_dir, capsys):
     for fig in (r, r["baselines"]["ode"], r["baselines"]["nearest_neighbour"]):
         assert fig["correspondence_l2"] >= 0 and fig["chamfer"] >= 0 and 0 <= fig["iou"] <= 1 and fig["inference_s"] > 0
     assert "speedup_vs_ode" in r
-    assert "corr_l2" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "corr_l2" in out and "(CPU time)" in out
 
 
 def test_cli_point_cloud_folder_has_no_evaluation(tmp_path, weights, mesh_dir):
@@ -109,6 +110,14 @@ def test_cli_bad_inputs_exit_2(tmp_path, weights, capsys):
     assert main(["lpdc", str(mixed), "--out", str(tmp_path / "o"), "--weights", str(weights)] + FAST) == 2
     assert "mixed" in capsys.readouterr().err
     assert main(["lpdc", str(tmp_path / "nope"), "--out", str(tmp_path / "o"), "--weights", str(weights)] + FAST) == 2
+    flat = tmp_path / "flat"
+    flat.mkdir()
+    for k in range(5):
+        np.savetxt(flat / f"{k}.xyz", np.ones((30, 3)))
+    capsys.readouterr()
+    assert main(["lpdc", str(flat), "--out", str(tmp_path / "o"), "--weights", str(weights)] + FAST) == 2
+    err = capsys.readouterr().err
+    assert str(flat) in err and "zero extent" in err and err.count("\n") == 1
     assert main(["lpdc", str(nan), "--out", str(tmp_path / "o"), "--weights", str(tmp_path / "no.pt")] + FAST) == 2
 
 

@@ -161,3 +161,115 @@ def test_cbn_eval_folding_matches_batch_norm():
     x, c = torch.randn(3, 20, 10), torch.randn(3, 6)
     ref = cbn.gamma(c)[:, None] * cbn.bn(x.reshape(-1, 10)).reshape(3, 20, 10) + cbn.beta(c)[:, None]
     assert torch.allclose(cbn(x, c), ref, atol=1e-5)
+
+
+def _randomise(module: torch.nn.Module, seed: int = 0) -> None:
+    """Random weights and biases everywhere (the zero-initialised layers too), so that every path matters."""
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in module.parameters():
+            p.copy_(torch.randn(p.shape, generator=g) * 0.3)
+
+
+def test_folded_decoder_matches_the_module_in_eval_mode():
+    from models.lpdc.model import OccupancyDecoder
+
+    dec = OccupancyDecoder(c_dim=8, hidden=16, n_blocks=3)
+    _randomise(dec)
+    for _ in range(3):  # non-trivial running statistics
+        dec(torch.randn(2, 40, 3), torch.randn(2, 8))
+    assert dec.folded(torch.randn(1, 8)) is None  # training mode: batch statistics, nothing to fold
+    dec.eval()
+    c, p = torch.randn(1, 8), torch.rand(1, 300, 3) - 0.5
+    folded = dec.folded(c)
+    folded.block_rows = 64  # several blocks, the last one partial
+    with torch.no_grad():
+        ref = dec(p, c)[0]
+        assert torch.allclose(folded(p[0]), ref, atol=1e-5)
+        assert folded(p[0, :0]).shape == (0,)
+
+
+def test_motion_fields_inference_path_matches_autograd_path():
+    """Without autograd g and v take a rearranged, cache-blocked path: same values as the module path."""
+    from models.lpdc.model import VelocityField
+
+    g = DisplacementField(c_dim=8, hidden=16, n_blocks=3)
+    v = VelocityField(c_dim=8, hidden=16, n_blocks=3)
+    _randomise(g, 1)
+    _randomise(v, 2)
+    g.block_rows = v.block_rows = 50
+    p, z0, zk = torch.rand(2, 120, 3), torch.randn(2, 8), torch.randn(2, 6, 8)
+    pk, t, c = torch.rand(2, 6, 40, 3), torch.rand(2), torch.randn(2, 8)
+    ref = (g(p, z0, zk), g(pk, zk, zk.flip(1)), v(pk, t, c), v(p, t, c))  # autograd on: the module path
+    assert ref[0].abs().max() > 0.1  # not a trivial field
+    with torch.no_grad():
+        out = (g(p, z0, zk), g(pk, zk, zk.flip(1)), v(pk, t, c), v(p, t, c))
+    for a, b in zip(out, ref):
+        assert a.shape == b.shape and torch.allclose(a, b, atol=1e-5)
+
+
+def test_straddling_cells_matches_reference():
+    from models.lpdc.generation import _straddling_cells, _straddling_cells_reference
+
+    vals = np.random.default_rng(0).normal(size=(7, 6, 5))
+    fast = _straddling_cells(vals, 0.3)
+    assert fast.shape == (6, 5, 4) and fast.any() and not fast.all()
+    assert np.array_equal(fast, _straddling_cells_reference(vals, 0.3))
+
+
+def _ball_and_thin_tube(p: np.ndarray) -> np.ndarray:
+    """Logits of a ball with a thin wavy tube (radius 0.03, thinner than the coarse cells) attached."""
+    ball = 0.2 - np.linalg.norm(p, axis=1)
+    y0 = 0.06 * np.sin(p[:, 0] * 20)
+    tube = 0.03 - np.sqrt((p[:, 1] - y0) ** 2 + (p[:, 2] - 0.013) ** 2)
+    tube = np.where((p[:, 0] > 0) & (p[:, 0] < 0.5), tube, -1.0)
+    return 30.0 * np.maximum(ball, tube)
+
+
+def test_mise_surface_following_recovers_thin_parts_plain_mise_misses():
+    dense = extract_dense(_ball_and_thin_tube, 64, 0.55)
+    plain, n_plain = extract_mise(_ball_and_thin_tube, 8, 3, 0.0, 0.55, follow=False)
+    follow, n_follow = extract_mise(_ball_and_thin_tube, 8, 3, 0.0, 0.55, follow=True)
+    dilated, n_dilated = extract_mise(_ball_and_thin_tube, 8, 3, 0.0, 0.55, follow=False, dilation=1)
+    assert ((plain > 0) != (dense > 0)).sum() > 20  # Occupancy Networks' rule alone loses pieces of the tube
+    assert np.array_equal(follow > 0, dense > 0) and np.array_equal(dilated > 0, dense > 0)
+    assert n_follow < n_dilated < dense.size / 4  # following costs far fewer evaluations than dilating
+    v1, f1 = mesh_from_values(dense, 0.0, 0.55)
+    v2, f2 = mesh_from_values(follow, 0.0, 0.55)
+    assert len(f1) == len(f2) and np.allclose(np.sort(v1, axis=0), np.sort(v2, axis=0), atol=1e-9)
+
+
+def test_reconstruct_with_folded_decoder_equals_module_path(monkeypatch):
+    from models.lpdc.model import OccupancyDecoder
+
+    torch.manual_seed(0)
+    m = LPDCNet(SMALL)
+    _randomise(m, 3)
+    x, t = _inputs(B=2, T=5, N=64)
+    m.train()
+    with torch.no_grad():
+        m.occupancy_logits(torch.rand(2, 200, 3) - 0.5, torch.randn(2, 16))  # running statistics
+        m.decoder.fc_out.bias.fill_(0.0)
+    m.eval()
+    gen = GenerationConfig(resolution0=8, upsampling_steps=1, threshold=0.5)
+    # a field with a surface inside the box: shift the output so that about half the grid is inside
+    with torch.no_grad():
+        s, _ = m.encode(x[:1], t[:1])
+        q = torch.rand(1, 2000, 3) * 1.1 - 0.55
+        m.decoder.fc_out.bias.sub_(m.occupancy_logits(q, s[:, 0]).median())
+    fast = reconstruct(m, x[0].numpy(), t[0].numpy(), gen, "cpu")
+    monkeypatch.setattr(OccupancyDecoder, "folded", lambda self, c: None)
+    slow = reconstruct(m, x[0].numpy(), t[0].numpy(), gen, "cpu")
+    assert fast.vertices.shape[1] > 0 and fast.n_decoder_evals == slow.n_decoder_evals
+    assert fast.faces.shape == slow.faces.shape
+    np.testing.assert_allclose(fast.vertices, slow.vertices, atol=1e-4)
+
+
+def test_mise_levels_keep_the_final_resolution():
+    from models.lpdc.generation import mise_levels
+
+    assert mise_levels(GenerationConfig(resolution0=32, upsampling_steps=2, coarsest=16)) == (16, 3)
+    assert mise_levels(GenerationConfig(resolution0=32, upsampling_steps=2, coarsest=0)) == (32, 2)
+    assert mise_levels(GenerationConfig(resolution0=64, upsampling_steps=1, coarsest=16)) == (16, 3)
+    assert mise_levels(GenerationConfig(resolution0=24, upsampling_steps=1, coarsest=16)) == (24, 1)
+    assert mise_levels(GenerationConfig(resolution0=32, upsampling_steps=0, coarsest=16)) == (32, 0)  # plain grid
