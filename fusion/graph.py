@@ -96,7 +96,7 @@ def _points_arg(points: np.ndarray, what: str = "points") -> np.ndarray:
 # --------------------------------------------------------------------------------------------------
 # node sampling (Poisson disk with a coverage radius), numba over a sparse cell grid
 # --------------------------------------------------------------------------------------------------
-@nb.njit(cache=True)
+@nb.njit(cache=True, nogil=True)
 def _greedy_cover_kernel(points, order, cell_of_point, neigh_cells, radius, pre_nodes, pre_cell):  # pragma: no cover
     """Visit points in `order`; accept one as a node when no node is within `radius`.
 

@@ -173,7 +173,7 @@ def warp_normal_nb(nx: float, ny: float, nz: float, anchors_row: np.ndarray, wei
     return 0.0, 0.0, 0.0
 
 
-@nb.njit(cache=True, parallel=True)
+@nb.njit(cache=True, parallel=True, nogil=True)
 def _warp_points_kernel(points, anchors, weights, nodes, rotations, translations, out):  # pragma: no cover - numba
     for i in nb.prange(points.shape[0]):
         x, y, z = warp_point_nb(points[i, 0], points[i, 1], points[i, 2], anchors[i], weights[i], nodes, rotations,
@@ -183,7 +183,7 @@ def _warp_points_kernel(points, anchors, weights, nodes, rotations, translations
         out[i, 2] = z
 
 
-@nb.njit(cache=True, parallel=True)
+@nb.njit(cache=True, parallel=True, nogil=True)
 def _warp_normals_kernel(normals, anchors, weights, rotations, out):  # pragma: no cover - numba
     for i in nb.prange(normals.shape[0]):
         x, y, z = warp_normal_nb(normals[i, 0], normals[i, 1], normals[i, 2], anchors[i], weights[i], rotations)

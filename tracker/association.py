@@ -16,7 +16,7 @@ import numpy as np
 from fusion.camera import Intrinsics
 
 
-@nb.njit(cache=True, parallel=True)
+@nb.njit(cache=True, parallel=True, nogil=True)
 def _live_geometry_kernel(depth, mask, fx, fy, cx, cy, max_jump, pts, nrm, valid):  # pragma: no cover - numba
     h, w = depth.shape
     for v in nb.prange(h):
@@ -114,7 +114,7 @@ def live_geometry_np(depth: np.ndarray, k: Intrinsics, mask: np.ndarray | None =
     return pts, nrm, valid
 
 
-@nb.njit(cache=True, parallel=True)
+@nb.njit(cache=True, parallel=True, nogil=True)
 def _associate_kernel(pts, nrm, live_pts, live_nrm, live_valid, fx, fy, cx, cy, max_d2, min_cos,
                       out):  # pragma: no cover - numba
     h, w = live_valid.shape

@@ -19,6 +19,7 @@ State: the previous tracked frame's intensity image (the photometric reference);
 """
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -34,6 +35,8 @@ from fusion.warp import warp_normals, warp_points
 from tracker.association import live_geometry, projective_association
 from tracker.energy import (ArapEdges, ResidualBlock, arap_term_edges, depth_term, intensity_image_t,
                             photometric_term, point_to_plane_term, reprojection_term, sample_bilinear_t, warp_parts)
+from tracker.flow import PRESETS as FLOW_PRESETS
+from tracker.flow import DenseFlow, FlowMatchConfig, cv2_threads, flow_matches, gray_u8
 from tracker.rigid import LiveGeometry, huber_confidence, rigid_icp
 from tracker.solver import SolverConfig, lm_step
 
@@ -45,12 +48,25 @@ class ClassicalTrackerConfig:
     lambda_icp / lambda_arap: weights of the point-to-plane and ARAP terms.
     lambda_color / color_huber / color_blur: weight of the photometric term (0 disables it), its Huber
       threshold (intensity in [0, 1]) and the live image blur (pixels).
-    color_reference: "previous" (each sample's intensity in the previous tracked frame: robust to shading
+    color_reference: "+"-joined references among "previous", "model", "keyframe" ("both" = previous+model).
+      "keyframe": each sample's intensity in a fixed keyframe image (the first tracked frame, replaced when
+      fewer than keyframe_min_visible of the samples are visible in it): sharp and anchored, so tangential
+      drift does not accumulate frame after frame (the model colours are anchored too, but at 1 cm voxels
+      they are blurred to ~3 px at 320x240). "previous" (each sample's intensity in the previous tracked frame: robust to shading
       that changes as the surface turns, but drifts), "model" (TrackingInput.model_colors: anchored, also
       the fallback for the first frame after reset()) or "both" (lambda_color split between the two).
     lambda_2d / lambda_depth: the NNRT correspondence terms (used only by `estimate_with_correspondences`;
       NNRT: 0.001, 1, with ARAP 1).
     arap_edge_weighting: scale ARAP rows by K * normalised graph edge weights (NNRT) instead of 1.
+    arap_huber: Huber threshold (metres) on each edge's ARAP residual, re-weighted every Gauss-Newton
+      iteration (DynamicFusion's robust regulariser): edges across a bending joint are far from rigid in the
+      true motion (measured on the bundled humanoid: the best graph fit of the true motion has mean ARAP
+      residuals of 9 mm and up to 8 cm), and plain least squares pulls the solution off the data there.
+      None: plain ARAP.
+    arap_reference: "canonical" (NNRT eq. 11: rigidity of the deformation from the canonical graph, which
+      pulls every frame back toward the canonical shape, so bending is under-tracked a little every frame)
+      or "previous" (rigidity of the change since the previous frame's motion, as NNRT's keyframe-to-frame
+      graph does).
     rigid_iterations: rigid ICP iterations before the non-rigid solve (0 disables the pre-alignment).
     iterations: non-rigid GN iterations (one projective re-association + one LM step each).
     max_points: model samples used per frame (a fixed random subset); point_stride: take every n-th first.
@@ -71,6 +87,15 @@ class ClassicalTrackerConfig:
       slower than one thread.
     velocity_prediction: start each frame from a constant-velocity extrapolation of the last two tracked
       frames, times this factor (0: start from the previous motion); fast motion needs it.
+    flow: dense optical flow from the previous tracked frame as extra NNRT 2D + depth correspondences
+      (tracker/flow.py): "none" or a DIS preset ("ultrafast" | "fast" | "medium"); flow_backward: also the
+      backward flow, for forward-backward consistency weights; lambda_flow_2d / lambda_flow_depth: the weights
+      of those terms (NNRT's 0.001 / 1 by default); flow_iterations: the flow terms take part in the first
+      this many Gauss-Newton iterations only (a coarse stage: frame-to-frame flow drifts, the model-anchored
+      ICP and photometric terms refine); flow_reference: "model" (flow from a splatted rendering of the
+      fused model colours at the current estimate to the live image: anchored, no drift) or "previous"
+      (flow from the previous tracked frame: the whole image, but frame-to-frame errors accumulate);
+      flow_match: how flow becomes correspondences.
     seed: seed of the model sub-sampling.
     """
 
@@ -80,9 +105,12 @@ class ClassicalTrackerConfig:
     color_huber: float = 0.1
     color_blur: float = 1.0
     color_reference: str = "both"
+    keyframe_min_visible: float = 0.5
     lambda_2d: float = 0.001
     lambda_depth: float = 1.0
     arap_edge_weighting: bool = True
+    arap_huber: float | None = None
+    arap_reference: str = "canonical"
     rigid_iterations: int = 2
     iterations: int = 4
     max_points: int = 3000
@@ -103,6 +131,13 @@ class ClassicalTrackerConfig:
     max_retries: int = 2
     threads: int = 1
     velocity_prediction: float = 0.5
+    flow: str = "none"
+    flow_backward: bool = True
+    lambda_flow_2d: float = 0.001
+    lambda_flow_depth: float = 1.0
+    flow_iterations: int = 1
+    flow_reference: str = "model"
+    flow_match: FlowMatchConfig = FlowMatchConfig()
     seed: int = 0
 
 
@@ -165,6 +200,11 @@ class ClassicalTracker:
         self.config = config or ClassicalTrackerConfig()
         if self.config.linear_solver not in ("pcg", "direct", "dense"):
             raise ValueError(f"unknown linear_solver {self.config.linear_solver!r}")
+        if self.config.flow != "none" and self.config.flow not in FLOW_PRESETS:
+            raise ValueError(f"unknown flow {self.config.flow!r} (none or one of {', '.join(FLOW_PRESETS)})")
+        self._flow = DenseFlow(self.config.flow) if self.config.flow != "none" else None
+        self._key: tuple | None = None  # (intensity, depth, intrinsics, rotations, translations, index): keyframe
+        self._prev_gray: tuple | None = None  # (grey uint8 [H,W], depth [H,W], intrinsics) of the last tracked frame
         self._frames = 0
         self._prev: tuple | None = None  # (intensity [H,W], depth [H,W], intrinsics) of the last tracked frame
         self._history: list = []  # [(frame index, rotations [N,3,3], translations [N,3])] of the last two
@@ -173,6 +213,8 @@ class ClassicalTracker:
         """Forget the previous frame (the photometric reference), the motion history and the frame counter."""
         self._frames = 0
         self._prev = None
+        self._key = None
+        self._prev_gray = None
         self._history = []
 
     def _predict(self, inp: TrackingInput, rot: torch.Tensor, tr: torch.Tensor,
@@ -208,7 +250,7 @@ class ClassicalTracker:
 
     def estimate_with_correspondences(self, inp: TrackingInput, corr: Correspondences | None) -> TrackingResult:
         """`estimate` plus the NNRT 2D / depth terms over the given correspondences (when not None)."""
-        with limited_threads(self.config.threads):
+        with limited_threads(self.config.threads), cv2_threads(self.config.threads if self._flow else 0):
             try:
                 return self._estimate(inp, corr)
             except (np.linalg.LinAlgError, FloatingPointError, RuntimeError) as e:  # numerical failure: skip frame
@@ -254,23 +296,21 @@ class ClassicalTracker:
         t1 = time.perf_counter()
         live_i = intensity_image_t(torch.from_numpy(np.array(inp.frame.color)), cfg.color_blur)
         refs = []
-        want_prev = cfg.color_reference in ("previous", "both")
-        want_model = cfg.color_reference in ("model", "both")
+        wanted = self._color_references()
         prev = self._prev
-        has_prev = want_prev and prev is not None and prev[0].shape == live_i.shape
+        has_prev = "previous" in wanted and prev is not None and prev[0].shape == live_i.shape
         has_model = inp.model_colors is not None and np.asarray(inp.model_colors).shape == (len(inp.model_points), 3)
         if has_prev:
-            img, depth, kp = prev
-            wp = warp_parts(p, an, aw, nodes, torch.from_numpy(np.asarray(inp.prev_motion.rotations, np.float64)),
-                            torch.from_numpy(np.asarray(inp.prev_motion.translations, np.float64))).warped
-            val, _, inside = sample_bilinear_t_uv(img, wp, kp)
-            z = wp[:, 2].clamp_min(1e-6)
-            u = torch.round(kp.fx * wp[:, 0] / z + kp.cx).long().clamp(0, kp.width - 1)
-            v = torch.round(kp.fy * wp[:, 1] / z + kp.cy).long().clamp(0, kp.height - 1)
-            dz = torch.from_numpy(depth)[v, u].to(wp.dtype)
-            valid = inside & (dz > 0) & ((dz - wp[:, 2]).abs() < 0.02)
-            refs.append((torch.where(valid, val, torch.zeros_like(val)), valid.to(val.dtype), "previous"))
-        if has_model and (want_model or not has_prev):
+            val, valid = self._sample_reference(prev[0], prev[1], prev[2], p, an, aw, nodes,
+                                                np.asarray(inp.prev_motion.rotations), np.asarray(inp.prev_motion.translations))
+            refs.append((val, valid, "previous"))
+        key = self._key
+        has_key = "keyframe" in wanted and key is not None and key[0].shape == live_i.shape
+        if has_key:
+            val, valid = self._sample_reference(key[0], key[1], key[2], p, an, aw, nodes, key[3], key[4])
+            stats["keyframe"] = {"index": key[5], "visible": float(valid.mean()) if len(valid) else 0.0}
+            refs.append((val, valid, "keyframe"))
+        if has_model and ("model" in wanted or not (has_prev or has_key)):
             model_i = intensity_image_t(torch.from_numpy(np.asarray(inp.model_colors)[sel][None]), 0.0)[0]
             refs.append((model_i, torch.ones(len(sel), dtype=model_i.dtype), "model"))
         stats["color_ms"] = 1e3 * (time.perf_counter() - t1)
@@ -280,6 +320,34 @@ class ClassicalTracker:
         lam = torch.full((len(refs),), cfg.lambda_color / len(refs), dtype=torch.float64)
         return (live_i, torch.stack([r[0] for r in refs], 1).to(torch.float64),
                 torch.stack([r[1] for r in refs], 1).to(torch.float64), lam)
+
+    def _color_references(self) -> set[str]:
+        """The configured photometric references ("both" = previous + model)."""
+        ref = self.config.color_reference
+        return {"previous", "model"} if ref == "both" else set(ref.split("+"))
+
+    @staticmethod
+    def _sample_reference(img: torch.Tensor, depth: np.ndarray, kp: Intrinsics, p: torch.Tensor, an: torch.Tensor,
+                          aw: torch.Tensor, nodes: torch.Tensor, rotations: np.ndarray,
+                          translations: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+        """Intensities of the samples in a reference image (img [H,W], depth [H,W] m, intrinsics kp) where the
+        reference frame's motion (rotations [N',3,3], translations [N',3]; N' <= nodes, later nodes have no
+        motion there) puts them: (values [S], validity [S] float: inside, anchored to nodes that existed, and
+        within 2 cm of the reference depth, i.e. visible there)."""
+        n_ref = len(rotations)
+        n = nodes.shape[0]
+        rot = torch.eye(3, dtype=torch.float64).repeat(n, 1, 1)
+        tr = torch.zeros((n, 3), dtype=torch.float64)
+        rot[:n_ref] = torch.from_numpy(np.asarray(rotations, np.float64))
+        tr[:n_ref] = torch.from_numpy(np.asarray(translations, np.float64))
+        wp = warp_parts(p, an, aw, nodes, rot, tr).warped
+        val, _, inside = sample_bilinear_t_uv(img, wp, kp)
+        z = wp[:, 2].clamp_min(1e-6)
+        u = torch.round(kp.fx * wp[:, 0] / z + kp.cx).long().clamp(0, kp.width - 1)
+        v = torch.round(kp.fy * wp[:, 1] / z + kp.cy).long().clamp(0, kp.height - 1)
+        dz = torch.from_numpy(depth)[v, u].to(wp.dtype)
+        valid = inside & (dz > 0) & ((dz - wp[:, 2]).abs() < 0.02) & ((an < n_ref) | (aw <= 0)).all(1)
+        return torch.where(valid, val, torch.zeros_like(val)), valid.to(val.dtype)
 
     def _fail(self, inp: TrackingInput, msg: str, stats: dict) -> TrackingResult:
         return TrackingResult(inp.prev_motion, ok=False, message=msg, stats=stats)
@@ -334,6 +402,8 @@ class ClassicalTracker:
             ew = t64(np.where(s > 0, w * graph.edges.shape[1] / np.where(s > 0, s, 1.0), 0.0))
 
         aedges = ArapEdges.build(nodes, edges, ew)
+        if cfg.arap_reference == "previous":
+            aedges = aedges.with_rest(t64(prev.rotations), t64(prev.translations))
 
         photo = self._photometric_reference(inp, sel, p, an, aw, nodes, stats)
 
@@ -361,6 +431,17 @@ class ClassicalTracker:
         lpt = torch.from_numpy(live.flat_points)
         lnt = torch.from_numpy(live.flat_normals)
         extra = self._correspondence_terms(inp, corr, k)
+        fextra: list = []
+        gray = None
+        if self._flow is not None:
+            t1 = time.perf_counter()
+            gray = gray_u8(np.asarray(frame.color))
+            if cfg.flow_reference == "model":
+                fcorr = self._model_flow_correspondences(inp, sel, rot, tr, gray, stats)
+            else:
+                fcorr = self._flow_correspondences(inp, sel, p, an, aw, nodes, gray, stats)
+            fextra = self._correspondence_terms(inp, fcorr, k, cfg.lambda_flow_2d, cfg.lambda_flow_depth)
+            stats["flow_ms"] = 1e3 * (time.perf_counter() - t1)
         history = []
         n_corr = 0
         rms = float("nan")
@@ -368,6 +449,12 @@ class ClassicalTracker:
         a32, w32 = inp.model_anchors[sel].astype(np.int32), inp.model_weights[sel].astype(np.float32)
         nodes32 = np.ascontiguousarray(graph.nodes, np.float32)
         for it in range(cfg.iterations):
+            if it > 0 and it < cfg.flow_iterations and cfg.flow_reference == "model" and self._flow is not None:
+                t1 = time.perf_counter()  # re-render the model at the refined estimate: the next flow is smaller
+                fcorr = self._model_flow_correspondences(inp, sel, rot, tr, gray, stats)
+                fextra = self._correspondence_terms(inp, fcorr, k, cfg.lambda_flow_2d, cfg.lambda_flow_depth)
+                stats["flow_ms"] = stats.get("flow_ms", 0.0) + 1e3 * (time.perf_counter() - t1)
+            terms = extra + (fextra if it < cfg.flow_iterations else [])
             # association with the fast numba warp; Jacobian pieces only for the matched points
             r32 = rot.numpy().astype(np.float32)
             wpts = warp_points(p32, a32, w32, nodes32, r32, tr.numpy().astype(np.float32))
@@ -390,6 +477,11 @@ class ClassicalTracker:
             res0 = ((sub.warped - q) * qn).sum(1)
             rms = float(torch.sqrt((res0 * res0).mean()))
             conf = huber_confidence(res0, cfg.huber_delta)
+            aed = aedges
+            if cfg.arap_huber is not None:
+                a0 = arap_term_edges(aedges, rot, tr, 1.0, False).r.reshape(-1, 3).norm(dim=1)
+                a0 = a0 / aedges.scale.clamp_min(1e-12)  # the unweighted residual length, metres
+                aed = dataclasses.replace(aedges, scale=aedges.scale * huber_confidence(a0, cfg.arap_huber))
             pterm = None  # (reference intensities [S,R], confidences [S,R]) of the matched samples
             if photo is not None:
                 val, _, inside = sample_bilinear_t_uv(photo[0], sub.warped, k)
@@ -399,19 +491,19 @@ class ClassicalTracker:
                 pterm = (mi, pc * photo[3] ** 0.5)
 
             def residuals(r, t, jac, ps=ps, ans=ans, aws=aws, q=q, qn=qn, conf=conf,
-                          pterm=pterm) -> list[ResidualBlock]:
+                          pterm=pterm, terms=terms, aed=aed) -> list[ResidualBlock]:
                 pp = warp_parts(ps, ans, aws, nodes, r, t)
                 out = [point_to_plane_term(pp, q, qn, conf, cfg.lambda_icp, jac),
-                       arap_term_edges(aedges, r, t, cfg.lambda_arap, jac)]
+                       arap_term_edges(aed, r, t, cfg.lambda_arap, jac)]
                 if pterm is not None:
                     out.append(photometric_term(pp, photo[0], pterm[0], k, pterm[1], 1.0, jac))
-                return out + [f(r, t, jac) for f in extra]
+                return out + [f(r, t, jac) for f in terms]
 
             blocks = [point_to_plane_term(sub, q, qn, conf, cfg.lambda_icp, True),
-                      arap_term_edges(aedges, rot, tr, cfg.lambda_arap, True)]
+                      arap_term_edges(aed, rot, tr, cfg.lambda_arap, True)]
             if pterm is not None:
                 blocks.append(photometric_term(sub, photo[0], pterm[0], k, pterm[1], 1.0, True))
-            blocks += [f(rot, tr, True) for f in extra]
+            blocks += [f(rot, tr, True) for f in terms]
             rot, tr, _, mu, info = lm_step(residuals, rot, tr, blocks, mu, solver, jacobian_after=False)
             history.append({"energy_before": info["energy_before"], "energy_after": info.get("energy_after"),
                             "accepted": info["accepted"], "correspondences": n_corr, "rms_mm": 1e3 * rms,
@@ -421,7 +513,8 @@ class ClassicalTracker:
                 return self._fail(inp, f"singular system: {info.get('error', 'linear solve failed')}", stats)
             if not info["accepted"] or info.get("step", 1.0) < 1e-6:
                 break  # no damped step lowers the energy any more: converged for this association
-            if info["energy_before"] - info["energy_after"] < cfg.min_relative_decrease * info["energy_before"]:
+            if (it + 1 >= cfg.flow_iterations and
+                    info["energy_before"] - info["energy_after"] < cfg.min_relative_decrease * info["energy_before"]):
                 break
         stats["nonrigid_ms"] = 1e3 * (time.perf_counter() - t0)
         stats.update(correspondences=n_corr, iterations=len(history), history=history, rms_mm=1e3 * rms,
@@ -430,18 +523,71 @@ class ClassicalTracker:
             return self._fail(inp, "non-finite motion after the solve", stats)
         self._frames += 1
         self._history = (self._history + [(int(frame.index), rot.numpy().copy(), tr.numpy().copy())])[-2:]
-        if photo is not None or (cfg.lambda_color > 0 and cfg.color_reference in ("previous", "both")):
+        refs = self._color_references()
+        if photo is not None or (cfg.lambda_color > 0 and refs & {"previous", "keyframe"}):
             live_i = photo[0] if photo is not None else intensity_image_t(torch.from_numpy(np.array(frame.color)), cfg.color_blur)
             self._prev = (live_i, np.asarray(frame.depth), k)
+            kf = stats.get("keyframe")
+            if "keyframe" in refs and (self._key is None or kf is None or kf["visible"] < cfg.keyframe_min_visible):
+                self._key = (live_i, np.asarray(frame.depth), k, rot.numpy().copy(), tr.numpy().copy(), int(frame.index))
+                stats["new_keyframe"] = int(frame.index)
+        if gray is not None:
+            self._prev_gray = (gray, np.asarray(frame.depth), k)
         motion = GraphMotion(rot.numpy().astype(np.float32), tr.numpy().astype(np.float32),
                              meta={"tracker": self.name, "frame": int(frame.index)})
         return TrackingResult(motion, ok=True, message="", stats=stats)
 
-    def _correspondence_terms(self, inp: TrackingInput, corr: Correspondences | None, k: Intrinsics) -> list:
-        """Residual functions of the NNRT 2D and depth terms over given correspondences (empty when None)."""
+    def _model_flow_correspondences(self, inp: TrackingInput, sel: np.ndarray, rot: torch.Tensor, tr: torch.Tensor,
+                                    gray: np.ndarray, stats: dict) -> Correspondences | None:
+        """Correspondences of the model samples `sel` from the flow between the model rendered at the current
+        estimate (rot, tr) and the live grey image; None without model colours."""
+        if inp.model_colors is None or np.asarray(inp.model_colors).shape != (len(inp.model_points), 3):
+            return None
+        from tracker.flow import model_flow_matches
+
+        pts = warp_points(np.asarray(inp.model_points, np.float32), np.asarray(inp.model_anchors, np.int32),
+                          np.asarray(inp.model_weights, np.float32), np.ascontiguousarray(inp.graph.nodes, np.float32),
+                          rot.numpy().astype(np.float32), tr.numpy().astype(np.float32))
+        ok = (np.asarray(inp.model_anchors) >= 0).any(1)
+        pts = np.where(ok[:, None], pts, np.nan).astype(np.float32)
+        pts[~ok] = (0.0, 0.0, -1.0)  # behind the camera: never splatted
+        vals = gray_u8(np.asarray(inp.model_colors)[None])[0].astype(np.float32)
+        m = model_flow_matches(pts, vals, sel, inp.frame.intrinsics, gray, np.asarray(inp.frame.depth), self._flow,
+                               self.config.flow_backward, self.config.flow_match)
+        stats["flow_correspondences"] = int(len(m.rows))
+        if len(m.rows) == 0:
+            return None
+        return Correspondences(sel[m.rows], m.target_uv, m.target_depth, m.weights)
+
+    def _flow_correspondences(self, inp: TrackingInput, sel: np.ndarray, p: torch.Tensor, an: torch.Tensor,
+                              aw: torch.Tensor, nodes: torch.Tensor, gray: np.ndarray,
+                              stats: dict) -> Correspondences | None:
+        """Correspondences of the model samples `sel` carried by the optical flow from the previous tracked
+        frame (where inp.prev_motion puts them) into the live frame; None without a usable previous frame."""
+        prev = self._prev_gray
+        if prev is None or prev[0].shape != gray.shape:
+            return None
+        pgray, pdepth, pk = prev
+        cfg = self.config
+        fwd = self._flow(pgray, gray)
+        bwd = self._flow(gray, pgray) if cfg.flow_backward else None
+        wp = warp_parts(p, an, aw, nodes, torch.from_numpy(np.asarray(inp.prev_motion.rotations, np.float64)),
+                        torch.from_numpy(np.asarray(inp.prev_motion.translations, np.float64))).warped.numpy()
+        m = flow_matches(wp, pdepth, pk, np.asarray(inp.frame.depth), inp.frame.intrinsics, fwd, bwd, cfg.flow_match)
+        stats["flow_correspondences"] = int(len(m.rows))
+        if len(m.rows) == 0:
+            return None
+        return Correspondences(sel[m.rows], m.target_uv, m.target_depth, m.weights)
+
+    def _correspondence_terms(self, inp: TrackingInput, corr: Correspondences | None, k: Intrinsics,
+                              lambda_2d: float | None = None, lambda_depth: float | None = None) -> list:
+        """Residual functions of the NNRT 2D and depth terms over given correspondences (empty when None);
+        lambda_2d / lambda_depth default to the config's."""
         if corr is None or len(corr.sample_ids) == 0:
             return []
         cfg = self.config
+        l2d = cfg.lambda_2d if lambda_2d is None else lambda_2d
+        ldep = cfg.lambda_depth if lambda_depth is None else lambda_depth
         ids = np.asarray(corr.sample_ids, np.int64)
         t64 = lambda a: torch.from_numpy(np.ascontiguousarray(a, np.float64))  # noqa: E731
         p = t64(inp.model_points[ids])
@@ -451,9 +597,9 @@ class ClassicalTracker:
         uv, z, w = t64(corr.target_uv), t64(corr.target_depth), t64(corr.weights)
 
         def two_d(r, t, jac):
-            return reprojection_term(warp_parts(p, an, aw, nodes, r, t), uv, k, w, cfg.lambda_2d, jac)
+            return reprojection_term(warp_parts(p, an, aw, nodes, r, t), uv, k, w, l2d, jac)
 
         def depth(r, t, jac):
-            return depth_term(warp_parts(p, an, aw, nodes, r, t), z, w, cfg.lambda_depth, jac)
+            return depth_term(warp_parts(p, an, aw, nodes, r, t), z, w, ldep, jac)
 
         return [two_d, depth]

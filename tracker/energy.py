@@ -303,6 +303,9 @@ class ArapEdges:
     """The valid directed edges of a graph, prepared once for `arap_term_edges`.
 
     src, dst long [E]; d [E,3] = g_dst - g_src (canonical, m); scale [E] = edge weight (1 when None).
+    rest [E,3] or None: the vector node src's rotation acts on (None: d, the canonical ARAP of NNRT eq. 11).
+    With rest = R_src^p^T ((g_dst + t_dst^p) - (g_src + t_src^p)) for a previous motion p, the rows become
+    (R_src R_src^p^T) D^p - (g_dst + t_dst - g_src - t_src): rigidity of the change since p (`with_rest`).
     """
 
     nodes: torch.Tensor
@@ -310,6 +313,7 @@ class ArapEdges:
     dst: torch.Tensor
     d: torch.Tensor
     scale: torch.Tensor
+    rest: torch.Tensor | None = None
 
     @staticmethod
     def build(nodes: torch.Tensor, edges: torch.Tensor, edge_weights: torch.Tensor | None = None) -> "ArapEdges":
@@ -324,12 +328,19 @@ class ArapEdges:
             scale = edge_weights.to(nodes.dtype)[ok]
         return ArapEdges(nodes, src, dst, nodes[dst] - nodes[src], scale)
 
+    def with_rest(self, rotations: torch.Tensor, translations: torch.Tensor) -> "ArapEdges":
+        """These edges regularising the change from the motion (rotations [N,3,3], translations [N,3]) instead
+        of the change from the canonical graph (see the class doc)."""
+        moved = self.d + translations[self.dst] - translations[self.src]
+        rest = torch.einsum("eji,ej->ei", rotations[self.src].to(moved.dtype), moved)
+        return ArapEdges(self.nodes, self.src, self.dst, self.d, self.scale, rest)
+
 
 def arap_term_edges(ed: ArapEdges, rotations: torch.Tensor, translations: torch.Tensor, lam: float = 1.0,
                     jacobian: bool = True) -> ResidualBlock:
     """`arap_term` on prepared edges (the fast path for repeated evaluation within a frame)."""
     src, dst = ed.src, ed.dst
-    v = _matvec(rotations[src], ed.d)
+    v = _matvec(rotations[src], ed.d if ed.rest is None else ed.rest)
     res = v + ed.d.neg() + translations[src] - translations[dst]  # = R_i d + g_i + t_i - (g_j + t_j)
     s = ed.scale * float(lam) ** 0.5
     ne = res.shape[0]

@@ -73,7 +73,7 @@ class SolverConfig:
 # --------------------------------------------------------------------------------------------------
 # block-sparse assembly (numba)
 # --------------------------------------------------------------------------------------------------
-@nb.njit(cache=True)
+@nb.njit(cache=True, nogil=True)
 def _mark_pairs(idx, mask):  # pragma: no cover - numba
     for r in range(idx.shape[0]):
         for a in range(idx.shape[1]):
@@ -86,7 +86,7 @@ def _mark_pairs(idx, mask):  # pragma: no cover - numba
                     mask[i, j] = True
 
 
-@nb.njit(cache=True)
+@nb.njit(cache=True, nogil=True)
 def _find(indptr, indices, i, j):  # pragma: no cover - numba
     lo = indptr[i]
     hi = indptr[i + 1]
@@ -99,7 +99,7 @@ def _find(indptr, indices, i, j):  # pragma: no cover - numba
     return lo
 
 
-@nb.njit(cache=True)
+@nb.njit(cache=True, nogil=True)
 def _accumulate(r, idx, jac, indptr, indices, blocks, g):  # pragma: no cover - numba
     """H[i,j] += sum_p J_pa^T J_pb, g[i] += sum_p J_pa^T r_p over groups of P rows sharing their node ids
     (r [R,P], idx [R,A], jac [R,P,A,6]); upper triangle i <= j only, mirrored later."""
@@ -130,7 +130,7 @@ def _accumulate(r, idx, jac, indptr, indices, blocks, g):  # pragma: no cover - 
                             blk[p, q] += jp * jb[q]
 
 
-@nb.njit(cache=True)
+@nb.njit(cache=True, nogil=True)
 def _mirror(indptr, indices, blocks):  # pragma: no cover - numba
     n = indptr.shape[0] - 1
     for i in range(n):
@@ -284,7 +284,7 @@ def assemble_dense_t(blocks: list[ResidualBlock], n_nodes: int) -> tuple[torch.T
 # --------------------------------------------------------------------------------------------------
 # linear solvers
 # --------------------------------------------------------------------------------------------------
-@nb.njit(cache=True)
+@nb.njit(cache=True, nogil=True)
 def _bsr_matvec(indptr, indices, blocks, mu, x, out):  # pragma: no cover - numba
     n = indptr.shape[0] - 1
     for i in range(n):
@@ -299,7 +299,7 @@ def _bsr_matvec(indptr, indices, blocks, mu, x, out):  # pragma: no cover - numb
                 out[i, p] += acc
 
 
-@nb.njit(cache=True)
+@nb.njit(cache=True, nogil=True)
 def _precondition(minv, r, z):  # pragma: no cover - numba
     """z = M^-1 r with 6x6 diagonal blocks; returns r . z."""
     rz = 0.0
@@ -313,7 +313,7 @@ def _precondition(minv, r, z):  # pragma: no cover - numba
     return rz
 
 
-@nb.njit(cache=True)
+@nb.njit(cache=True, nogil=True)
 def _pcg_kernel(indptr, indices, blocks, mu, b, minv, max_iter, tol):  # pragma: no cover - numba
     n = b.shape[0]
     x = np.zeros_like(b)
@@ -354,7 +354,7 @@ def _pcg_kernel(indptr, indices, blocks, mu, b, minv, max_iter, tol):  # pragma:
     return x, it, rel
 
 
-@nb.njit(cache=True)
+@nb.njit(cache=True, nogil=True)
 def _block_inverse_spd(d, rel_eps, out):  # pragma: no cover - numba
     """Invert symmetric positive definite 6x6 blocks d [N,6,6] by Cholesky into out; returns the number of
     blocks whose Cholesky pivot falls below rel_eps times their largest diagonal entry (not inverted)."""

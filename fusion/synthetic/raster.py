@@ -47,7 +47,7 @@ def noise_table(seed: int, size: int = 64) -> np.ndarray:
 # --------------------------------------------------------------------------------------------------
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _rasterize_nb(verts: np.ndarray, faces: np.ndarray, fx: float, fy: float, cx: float, cy: float,
                   width: int, height: int, depth: np.ndarray, tri: np.ndarray, bary: np.ndarray) -> None:
     zbuf = np.full((height, width), np.inf)
@@ -101,7 +101,7 @@ def _rasterize_nb(verts: np.ndarray, faces: np.ndarray, fx: float, fy: float, cx
                     bary[v, u, 2] = w2 / s
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _lattice(table: np.ndarray, x: float, y: float) -> float:
     n = table.shape[0]
     xf = np.floor(x)
@@ -119,7 +119,7 @@ def _lattice(table: np.ndarray, x: float, y: float) -> float:
     return a * (1.0 - ty) + b * ty
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _fbm(table: np.ndarray, x: float, y: float) -> float:
     s = _lattice(table, x, y)
     s += 0.5 * _lattice(table, 2.0 * x + 31.7, 2.0 * y + 11.3)
@@ -127,7 +127,7 @@ def _fbm(table: np.ndarray, x: float, y: float) -> float:
     return s / 1.75
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _shade_nb(tri: np.ndarray, bary: np.ndarray, faces: np.ndarray, uv: np.ndarray, normals: np.ndarray,
               face_mat: np.ndarray, mats: np.ndarray, table: np.ndarray, vcol: np.ndarray, fx: float, fy: float,
               cx: float, cy: float, light: np.ndarray, ambient: float, bg: np.ndarray, color: np.ndarray) -> None:

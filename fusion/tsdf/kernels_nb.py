@@ -58,7 +58,7 @@ def affine_maps(nodes: np.ndarray, rotations: np.ndarray, translations: np.ndarr
     return aff
 
 
-@njit(parallel=True, fastmath=True, cache=True)
+@njit(parallel=True, fastmath=True, cache=True, nogil=True)
 def integrate_blocks(
     active: np.ndarray,
     coords: np.ndarray,
@@ -208,7 +208,7 @@ def integrate_blocks(
 # allocation
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def build_point_grid(points: np.ndarray, cell: float) -> tuple:
     """Uniform grid over `points` (float32 [N, 3]) with cubic cells of `cell` metres (counting sort).
 
@@ -249,7 +249,7 @@ def build_point_grid(points: np.ndarray, cell: float) -> tuple:
     return gmin, dims, start, items
 
 
-@njit(fastmath=True, cache=True)
+@njit(fastmath=True, cache=True, nogil=True)
 def knn_grid_query(
     qx: float, qy: float, qz: float, points: np.ndarray, gmin: np.ndarray, dims: np.ndarray, start: np.ndarray,
     items: np.ndarray, cell: float, k: int, out_idx: np.ndarray, out_d2: np.ndarray,
@@ -303,7 +303,7 @@ def knn_grid_query(
     return found
 
 
-@njit(parallel=True, fastmath=True, cache=True)
+@njit(parallel=True, fastmath=True, cache=True, nogil=True)
 def inverse_warp_points(
     live: np.ndarray, warped_nodes: np.ndarray, inv_aff: np.ndarray, sigma: float, cell: float, group: int
 ) -> np.ndarray:
@@ -344,7 +344,7 @@ def inverse_warp_points(
     return out
 
 
-@njit(parallel=True, fastmath=True, cache=True)
+@njit(parallel=True, fastmath=True, cache=True, nogil=True)
 def band_samples(
     depth: np.ndarray, stride: int, fx: float, fy: float, cx: float, cy: float, dmin: float, dmax: float,
     trunc: float, mask: np.ndarray, use_mask: bool,
@@ -391,7 +391,7 @@ def band_samples(
     return out, pix
 
 
-@njit(parallel=True, fastmath=True, cache=True)
+@njit(parallel=True, fastmath=True, cache=True, nogil=True)
 def candidate_blocks(points: np.ndarray, origin: np.ndarray, block_m: float, index: np.ndarray, dilate: float) -> np.ndarray:
     """Linear ids of the unallocated blocks near `points` (canonical, float32 [S, 3] metres).
 
@@ -417,7 +417,7 @@ def candidate_blocks(points: np.ndarray, origin: np.ndarray, block_m: float, ind
     return out
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def mark_new_blocks(cands: np.ndarray, index: np.ndarray) -> np.ndarray:
     """Deduplicate candidate linear block ids (int64, -1 = none) into the block coordinates (int32 [B_new, 3])
     of blocks still unallocated in `index` (int32 [BX, BY, BZ]); each is marked -2 there so that it is listed
@@ -445,7 +445,7 @@ def mark_new_blocks(cands: np.ndarray, index: np.ndarray) -> np.ndarray:
 # visibility
 
 
-@njit(parallel=True, cache=True)
+@njit(parallel=True, cache=True, nogil=True)
 def depth_tiles(depth: np.ndarray, tile: int, dmin: float, dmax: float) -> np.ndarray:
     """Largest valid depth (metres; 0 = none valid) of each `tile` x `tile` pixel tile of a depth image
     (float32 [H, W]); valid means in [dmin, dmax]. Returns float32 [ceil(H / tile), ceil(W / tile)]."""
@@ -462,7 +462,7 @@ def depth_tiles(depth: np.ndarray, tile: int, dmin: float, dmax: float) -> np.nd
     return out
 
 
-@njit(parallel=True, fastmath=True, cache=True)
+@njit(parallel=True, fastmath=True, cache=True, nogil=True)
 def visible_blocks(
     n_blocks: int, coords: np.ndarray, anchors: np.ndarray, skin_w: np.ndarray, aff: np.ndarray, use_warp: bool,
     fx: float, fy: float, cx: float, cy: float, width: int, height: int, origin: np.ndarray, voxel: float,
@@ -552,7 +552,7 @@ def _lookup(gx: int, gy: int, gz: int, index: np.ndarray, bs: int) -> tuple:
     return b, ((gx - bx * bs) * bs + (gy - by * bs)) * bs + (gz - bz * bs)
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _grad(gx: int, gy: int, gz: int, index: np.ndarray, tsdf: np.ndarray, weight: np.ndarray, bs: int,
           min_w: float, out: np.ndarray) -> None:
     """TSDF gradient at a voxel by central differences (one-sided where a neighbour is unobserved)."""
@@ -576,7 +576,7 @@ def _grad(gx: int, gy: int, gz: int, index: np.ndarray, tsdf: np.ndarray, weight
             out[a] = 0.0
 
 
-@njit(parallel=True, cache=True)
+@njit(parallel=True, cache=True, nogil=True)
 def surface_points(
     n_blocks: int, coords: np.ndarray, index: np.ndarray, tsdf: np.ndarray, weight: np.ndarray,
     color: np.ndarray, origin: np.ndarray, voxel: float, bs: int, min_w: float,
@@ -674,7 +674,7 @@ def surface_points(
 # skinning-cache maintenance
 
 
-@njit(parallel=True, fastmath=True, cache=True)
+@njit(parallel=True, fastmath=True, cache=True, nogil=True)
 def voxels_needing_reskin(
     n_blocks: int, coords: np.ndarray, anchors: np.ndarray, nodes: np.ndarray, new_nodes: np.ndarray,
     ring_changed: np.ndarray, reach: float, origin: np.ndarray, voxel: float, bs: int,

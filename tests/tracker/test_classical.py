@@ -221,3 +221,44 @@ def test_constant_velocity_prediction(rolled):
     assert "predicted" not in stats and np.allclose(tr3.numpy(), t1)
     tracker.reset()
     assert tracker._history == []
+
+
+@pytest.mark.parametrize("options", [
+    {"flow": "medium", "flow_reference": "previous", "flow_iterations": 4},
+    {"flow": "ultrafast", "flow_reference": "model", "flow_iterations": 2},
+    {"arap_reference": "previous", "arap_huber": 0.01},
+    {"color_reference": "previous+keyframe"},
+])
+def test_optional_terms_track_a_synthetic_scene(options):
+    """The opt-in data terms (optical-flow correspondences from the previous frame or from the rendered model,
+    ARAP relative to the previous motion with a Huber kernel, a keyframe photometric reference) run through
+    three frames of the textured cloth and still track it (their closed-loop figures are in
+    docs/dev/tracker_experiments.md)."""
+    from dataclasses import replace as dc_replace
+
+    synthetic = pytest.importorskip("fusion.synthetic")
+    scene = synthetic.make_scene(synthetic.SceneConfig("cloth", width=160, height=120, n_frames=4, speed=2.0))
+    f0 = scene.render(0)
+    p, n, v = live_geometry(f0.depth, f0.intrinsics, f0.mask)
+    ok = v & np.isfinite(scene.scene_flow(0, 1)).all(-1)
+    pts, nrm, col = p[ok], n[ok], f0.color[ok]
+    g = build_graph(pts, radius=0.05)
+    a, w = skinning(pts, g)
+    tracker = ClassicalTracker(dc_replace(ClassicalTrackerConfig(), **options))
+    motion = GraphMotion.identity(g.num_nodes)
+    for i in (1, 2, 3):
+        res = tracker.estimate(TrackingInput(scene.render(i), g, motion, pts, nrm, a, w, col))
+        assert res.ok, res.message
+        motion = res.motion
+        truth = (p + scene.scene_flow(0, i))[ok]
+        warped = warp_points_np(pts, a, w, g.nodes, motion.rotations, motion.translations)
+        assert np.linalg.norm(warped - truth, axis=1).mean() < 0.5 * np.linalg.norm(pts - truth, axis=1).mean()
+    if "flow" in options:
+        assert res.stats["flow_correspondences"] > 100
+    if "keyframe" in options.get("color_reference", ""):
+        assert res.stats["color_reference"] == "previous+keyframe" and res.stats["keyframe"]["index"] == 1
+
+
+def test_unknown_flow_preset_is_refused():
+    with pytest.raises(ValueError):
+        ClassicalTracker(ClassicalTrackerConfig(flow="fastest"))

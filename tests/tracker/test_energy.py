@@ -152,3 +152,30 @@ def test_bilinear_sampling_and_intensity():
     color[..., 1] = 255
     gray = intensity_image_t(color, 1.0)
     np.testing.assert_allclose(gray.numpy(), 0.587, atol=1e-6)  # blur keeps a constant image constant
+
+
+def test_arap_relative_to_a_previous_motion():
+    """ArapEdges.with_rest: identity previous motion = canonical ARAP; any motion followed by a rigid change
+    has zero residual relative to it (but not relative to the canonical graph)."""
+    from fusion.graph import build_graph
+    from tracker.energy import ArapEdges, arap_term_edges
+    from tracker.so3 import exp_so3
+
+    rng = np.random.default_rng(3)
+    pts = rng.normal(size=(400, 3)) * [0.3, 0.2, 0.05] + [0, 0, 1]
+    g = build_graph(pts.astype(np.float32), radius=0.08)
+    n = g.num_nodes
+    nodes = torch.from_numpy(g.nodes.astype(np.float64))
+    ed = ArapEdges.build(nodes, torch.from_numpy(g.edges.astype(np.int64)))
+    r_prev = torch.from_numpy(exp_so3(rng.normal(scale=0.2, size=(n, 3))))
+    t_prev = torch.from_numpy(rng.normal(scale=0.02, size=(n, 3)))
+    same = ed.with_rest(torch.eye(3, dtype=torch.float64).repeat(n, 1, 1), torch.zeros(n, 3, dtype=torch.float64))
+    assert torch.allclose(arap_term_edges(same, r_prev, t_prev, 1.0, False).r, arap_term_edges(ed, r_prev, t_prev, 1.0, False).r)
+    # a rigid change (Q, s) applied after the previous motion: x -> Q x + s for every deformed node
+    q = torch.from_numpy(exp_so3(np.array([[0.1, -0.3, 0.2]]))[0])
+    s = torch.tensor([0.05, -0.02, 0.1], dtype=torch.float64)
+    r_new = q @ r_prev
+    t_new = (nodes + t_prev) @ q.T + s - nodes
+    rel = ed.with_rest(r_prev, t_prev)
+    assert arap_term_edges(rel, r_new, t_new, 1.0, False).r.abs().max() < 1e-10
+    assert arap_term_edges(ed, r_new, t_new, 1.0, False).r.abs().max() > 1e-3

@@ -1,0 +1,63 @@
+"""Issue #3: "no divergence over 300 frames" — the classical tracker in the fusion loop over 300 frames of each
+synthetic scene (small images to keep the test short). Divergence means the solution leaving the data: a frame
+the loop has to skip, non-finite or exploding node transforms, the tracked surface drifting off the live depth,
+or the canonical volume filling with phantom surface. Accuracy against ground truth is measured by
+`nrstudio bench` (fusion section), not asserted here."""
+from __future__ import annotations
+
+from dataclasses import replace
+
+import numpy as np
+import pytest
+
+from fusion.pipeline import FusionConfig, FusionPipeline
+from fusion.synthetic.make_sample import SAMPLE_CONFIG
+from fusion.synthetic.scene import make_scene
+from tracker.classical import ClassicalTracker, ClassicalTrackerConfig
+
+FRAMES = 300
+
+
+HUMANOID_DIVERGES = pytest.mark.xfail(
+    strict=True, reason="known failure (issue #3 open): the classical tracker loses the humanoid's fast-swinging "
+    "arms when they pass behind the torso, misaligned depth is fused into phantom surface and the graph grows "
+    "from ~60 to ~390 nodes over 300 frames")
+
+
+@pytest.mark.parametrize("name", ["cloth", "cylinder", pytest.param("humanoid", marks=HUMANOID_DIVERGES)])
+def test_no_divergence_over_300_frames(name):
+    scene = make_scene(replace(SAMPLE_CONFIG, name=name, width=160, height=120, n_frames=FRAMES))
+    cfg = FusionConfig(device="cpu", backend="numba")
+    rms: list[float] = []
+    pipe = FusionPipeline(cfg, ClassicalTracker(ClassicalTrackerConfig()),
+                          on_frame=lambda r: rms.append(r.tracker_stats.get("rms_mm", np.nan)) if r.tracker_stats else None)
+    first_nodes = None
+    for i in range(FRAMES):
+        res = pipe.process(scene.render(i))
+        assert res.ok, f"{name}: frame {i} skipped ({res.reason}: {res.message})"
+        if first_nodes is None:
+            first_nodes = pipe.graph.num_nodes
+        m = pipe.motion
+        assert np.isfinite(m.rotations).all() and np.isfinite(m.translations).all(), f"{name}: frame {i}"
+        assert np.abs(m.translations).max() < 1.0, f"{name}: node translation {np.abs(m.translations).max():.2f} m at frame {i}"
+    rms_a = np.asarray(rms, float)
+    assert np.isfinite(rms_a).all()
+    # the warped model stays on the observed surface: point-to-plane RMS of the last 100 frames
+    assert np.median(rms_a[-100:]) < 8.0, f"{name}: median ICP RMS {np.median(rms_a[-100:]):.1f} mm over the last 100 frames"
+    # no runaway growth of the canonical surface (phantom geometry from misaligned fusion adds nodes)
+    assert pipe.graph.num_nodes < 4 * first_nodes, f"{name}: graph grew from {first_nodes} to {pipe.graph.num_nodes} nodes"
+    # the live warped model still covers the live depth: most observed pixels near a warped model point
+    frame = pipe._preprocess(scene.render(FRAMES - 1))
+    from fusion.warp import warp_points
+    from scipy.spatial import cKDTree
+
+    mdl = pipe.model
+    ok = mdl["anchors"][:, 0] >= 0
+    live_model = warp_points(mdl["points"][ok], mdl["anchors"][ok], mdl["weights"][ok], pipe.graph.nodes,
+                             pipe.motion.rotations, pipe.motion.translations)
+    k = frame.intrinsics
+    v, u = np.nonzero(frame.depth > 0)
+    z = frame.depth[v, u]
+    obs = np.stack([(u - k.cx) * z / k.fx, (v - k.cy) * z / k.fy, z], 1)
+    d, _ = cKDTree(live_model).query(obs)
+    assert np.mean(d < 0.02) > 0.8, f"{name}: only {np.mean(d < 0.02):.0%} of the live depth is near the tracked model"
