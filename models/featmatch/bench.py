@@ -21,7 +21,7 @@ from .data import PART_NAMES, make_chair, make_shape
 from .fitting import fit_shape
 from .matching import feature_match
 from .model import load_checkpoint, resolve_device
-from .pipeline import DeformConfig, count_self_intersections, deform, edge_length_distortion
+from .pipeline import DeformConfig, deform, edge_length_distortion, flipped_faces, new_pairs, self_intersecting_pairs
 from .weights import default_weights_path
 
 BENCH_SEED = 20_000  # far from the training collection's seed
@@ -64,28 +64,34 @@ def run_bench(quick: bool, weights: str | None = None) -> dict:
     fit = FitConfig()
     match = MatchConfig()
     methods = ("feature_matching", "direct_matching", "nn_projection")
-    acc: dict[str, dict[str, list[float]]] = {m: {"part_chamfer": [], "chamfer": [], "introduced": [], "edge": []} for m in methods}
+    acc: dict[str, dict[str, list[float]]] = {m: {"part_chamfer": [], "chamfer": [], "introduced": [], "edge": [], "flipped": []}
+                                              for m in methods}
     pairs_out = []
     for name, s_src, s_tgt in _pairs(quick):
         src, lab_s = s_src.mesh(mc_res)
         tgt, lab_t = s_tgt.mesh(mc_res)
-        z_s, _ = fit_shape(decoder, src, init, fit)
-        z_t, _ = fit_shape(decoder, tgt, init, fit)
+        z_s, _ = fit_shape(decoder, src, init, fit, train_codes=codes)
+        z_t, _ = fit_shape(decoder, tgt, init, fit, train_codes=codes)
         moved = {
             "feature_matching": feature_match(decoder, src.vertices, z_s, z_t, match).vertices.astype(np.float64),
             "direct_matching": direct_matching(decoder, src.vertices, z_s, z_t, match).vertices.astype(np.float64),
             "nn_projection": nearest_projection(src.vertices, tgt),
         }
-        si_src = count_self_intersections(src.vertices, src.faces)
+        pairs_src = self_intersecting_pairs(src.vertices, src.faces)
+        si_src = len(pairs_src)
         row = {"pair": name, "vertices": len(src.vertices), "self_intersections_source": si_src}
         for m, v in moved.items():
             pc, _ = part_chamfer(v, lab_s, tgt.vertices, lab_t)
-            si = count_self_intersections(v, src.faces)
+            pairs = self_intersecting_pairs(v, src.faces)
+            si, new = len(pairs), new_pairs(pairs, pairs_src)
+            fl = flipped_faces(src.vertices, v, src.faces)
             acc[m]["part_chamfer"].append(pc)
             acc[m]["chamfer"].append(chamfer_l1(v, tgt.vertices))
-            acc[m]["introduced"].append(max(0, si - si_src))
+            acc[m]["introduced"].append(new)
             acc[m]["edge"].append(edge_length_distortion(src.vertices, v, src.faces))
-            row[m] = {"part_chamfer": pc, "self_intersections": si}
+            acc[m]["flipped"].append(fl)
+            row[m] = {"part_chamfer": pc, "self_intersections": si, "self_intersections_introduced": new,
+                      "flipped_faces": fl}
         pairs_out.append(row)
     figures: dict = {"pairs": len(pairs_out), "weights": str(wpath), "device": str(dev)}
     for m in methods:
@@ -94,6 +100,7 @@ def run_bench(quick: bool, weights: str | None = None) -> dict:
             "chamfer": float(np.mean(acc[m]["chamfer"])),
             "self_intersections_introduced": int(np.sum(acc[m]["introduced"])),
             "edge_length_distortion": float(np.mean(acc[m]["edge"])),
+            "flipped_faces": int(np.sum(acc[m]["flipped"])),
         }
     fm = figures["feature_matching"]["part_chamfer"]
     figures["fm_below_direct"] = bool(fm < figures["direct_matching"]["part_chamfer"])
@@ -130,6 +137,9 @@ def _bench_5k(decoder: torch.nn.Module, codes: torch.Tensor, quick: bool) -> dic
         "seconds_5k_fit": r["seconds_fit"],
         "seconds_5k_match": r["seconds_match"],
         "self_intersections_introduced_5k": r["self_intersections_introduced"],
+        "self_intersections_source_5k": r["self_intersections_source"],
+        "flipped_faces_5k": r["flipped_faces"],
+        "chamfer_to_target_5k": r["chamfer_to_target"],
         "torch_threads": torch.get_num_threads(),
     }
     if quick:  # extrapolate the matching part to T = 50

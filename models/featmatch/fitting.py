@@ -55,11 +55,34 @@ def fit_latent(decoder: ImplicitDecoder, points: np.ndarray, occupancy: np.ndarr
     return z.detach(), final
 
 
+def best_code(decoder: ImplicitDecoder, points: np.ndarray, occupancy: np.ndarray, codes: torch.Tensor,
+              max_points: int = 2048) -> torch.Tensor:
+    """The row of `codes` (float [S, D]) with the lowest BCE on (the first `max_points` of) the samples.
+
+    points float [M, 3] unit box, occupancy float [M]; one batched forward of S × max_points points.
+    """
+    dev = next(decoder.parameters()).device
+    x = torch.as_tensor(np.asarray(points[:max_points], dtype=np.float32), device=dev)
+    y = torch.as_tensor(np.asarray(occupancy[:max_points], dtype=np.float32), device=dev)
+    c = codes.to(dev, torch.float32)
+    with torch.inference_mode():
+        logits = decoder(x.expand(len(c), -1, -1), c)  # [S, P]
+        bce = F.binary_cross_entropy_with_logits(logits, y.expand_as(logits), reduction="none").mean(1)
+    return c[int(bce.argmin())].clone()
+
+
 def fit_shape(decoder: ImplicitDecoder, mesh: Mesh, init: torch.Tensor | None = None, fit: FitConfig = FitConfig(),
-              samples: SampleConfig = SampleConfig(), progress: Callable[[float, str], None] | None = None) -> tuple[torch.Tensor, float]:
-    """Code of a mesh or point cloud already normalised into the unit box (see data.occupancy_samples)."""
+              samples: SampleConfig = SampleConfig(), progress: Callable[[float, str], None] | None = None,
+              train_codes: torch.Tensor | None = None) -> tuple[torch.Tensor, float]:
+    """Code of a mesh or point cloud already normalised into the unit box (see data.occupancy_samples).
+
+    Start: with fit.init == 'best' and `train_codes` (float [S, D]) given, the training code that
+    explains the samples best (`best_code`); otherwise `init` (e.g. the mean training code) or zeros.
+    """
     rng = np.random.default_rng(fit.seed)
     pts, occ = occupancy_samples(mesh, samples, rng)
+    if fit.init == "best" and train_codes is not None and len(train_codes):
+        init = best_code(decoder, pts, occ, train_codes)
     return fit_latent(decoder, pts, occ, init, fit, progress)
 
 

@@ -13,12 +13,15 @@ from fusion.errors import InputError
 from models.common.io import Mesh
 from models.featmatch.baselines import nearest_projection, nearest_projection_reference
 from models.featmatch.config import PRESETS, FitConfig, MatchConfig, ModelConfig
-from models.featmatch.data import (CATEGORIES, PART_NAMES, is_watertight, make_chair, make_shape, occupancy_samples,
-                                   voxel_occupancy, winding_numbers, winding_numbers_reference)
-from models.featmatch.matching import (DeformationCancelled, feature_match, gauss_newton_update,
-                                       gauss_newton_update_reference, match_step)
+from models.featmatch.data import (CATEGORIES, PART_NAMES, inside_watertight, is_watertight, make_chair, make_shape,
+                                   occupancy_samples, voxel_occupancy, winding_numbers, winding_numbers_reference)
+from models.featmatch.matching import (DeformationCancelled, JacfwdFeatures, feature_match, gauss_newton_update,
+                                       gauss_newton_update_reference, gauss_newton_update_t, match_step)
 from models.featmatch.model import ImplicitDecoder, features_reference_np, load_checkpoint, save_checkpoint
-from models.featmatch.pipeline import DeformConfig, count_self_intersections, deform, edge_length_distortion
+from models.featmatch.pipeline import (DeformConfig, count_self_intersections, deform, edge_length_distortion,
+                                       flipped_faces, introduced_self_intersections, self_intersecting_pairs,
+                                       self_intersecting_pairs_reference)
+from models.featmatch.fitting import best_code
 from models.featmatch.training import train
 
 
@@ -40,10 +43,13 @@ def test_gauss_newton_step_matches_closed_form_on_linear_features():
 
     # closed form of argmin_δ ‖A(x+δ) + c1 - (A x + c0)‖² + λ‖δ‖²
     closed = -np.linalg.solve(A.numpy().T @ A.numpy() + lam * np.eye(3), A.numpy().T @ (c1 - c0).numpy())
+    fj = JacfwdFeatures(feat)
     for iters in (1, 3):
         cfg = MatchConfig(gn_iters=iters, reg=lam, search_radius=None)
-        delta, res = match_step(feat, x, c0, c1, cfg)
+        delta, f_new, res = match_step(fj, x, fj.features(x, c0), c1, cfg)
         np.testing.assert_allclose(delta.numpy(), np.broadcast_to(closed, (V, 3)), atol=1e-9)
+        np.testing.assert_allclose(f_new.numpy(), F.linear(x + delta, A, c1).numpy(), atol=1e-12)
+        np.testing.assert_allclose(res.numpy(), (f_new - F.linear(x, A, c0)).norm(dim=-1).numpy(), atol=1e-12)
     # the update from a non-zero iterate still lands on the minimiser (exact GN on the quadratic)
     d0 = torch.as_tensor(rng.normal(size=(V, 3)))
     jac = A.expand(V, D, 3)
@@ -51,6 +57,8 @@ def test_gauss_newton_step_matches_closed_form_on_linear_features():
     upd = gauss_newton_update(jac, r, d0, lam)
     np.testing.assert_allclose(upd.numpy(), np.broadcast_to(closed, (V, 3)), atol=1e-9)
     np.testing.assert_allclose(upd.numpy(), gauss_newton_update_reference(jac.numpy(), r.numpy(), d0.numpy(), lam), atol=1e-9)
+    upd_t = gauss_newton_update_t(jac.permute(2, 0, 1), r, d0, lam)  # direction-major Jacobians
+    np.testing.assert_allclose(upd_t.numpy(), upd.numpy(), atol=1e-9)
 
 
 def test_gauss_newton_update_matches_numpy_reference_on_random_jacobians():
@@ -82,6 +90,20 @@ def test_features_and_jacobians_match_numpy_reference():
         fd = (features_reference_np(params, dec.cfg.leaky_slope, x + e, z, layers, weights)
               - features_reference_np(params, dec.cfg.leaky_slope, x - e, z, layers, weights)) / (2 * h)
         np.testing.assert_allclose(jac[:, :, k], fd, rtol=1e-4, atol=1e-6)
+    # the batched forward-mode kernel equals jacfwd (and so the finite differences above)
+    fj = dec.feature_jacobian_fn(layers, weights)
+    c = c.detach()
+    f2, jt = fj.features_and_jacobian(torch.as_tensor(x), c)
+    np.testing.assert_allclose(f2.numpy(), ref, rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(fj.features(torch.as_tensor(x), c).numpy(), ref, rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(jt.permute(1, 2, 0).numpy(), jac, rtol=1e-10, atol=1e-12)
+    for lay in ((1,), (2, 7), (7,)):  # first layer, the logit layer (no activation)
+        f3, jt3 = dec.feature_jacobian_fn(lay, (1.0,) * len(lay)).features_and_jacobian(torch.as_tensor(x), c)
+        ff = dec.feature_fn(lay, (1.0,) * len(lay))
+        np.testing.assert_allclose(jt3.permute(1, 2, 0).numpy(),
+                                   vmap(jacfwd(ff, argnums=0), in_dims=(0, None))(torch.as_tensor(x), c).numpy(), atol=1e-12)
+        np.testing.assert_allclose(f3.numpy(), features_reference_np(params, dec.cfg.leaky_slope, x, z, lay, (1.0,) * len(lay)),
+                                   atol=1e-12)
     # the decoder's logits equal the reference's last layer
     logit = dec(torch.as_tensor(x), torch.as_tensor(z)).detach().numpy()
     ref_logit = features_reference_np(params, dec.cfg.leaky_slope, x, z, (7,), (1.0,))[:, 0]
@@ -104,6 +126,38 @@ def test_trajectories_are_continuous_within_the_search_radius():
     assert steps.max() > 0.5 * radius  # the vertices do move
     np.testing.assert_allclose(res.vertices, traj[-1])
     assert res.max_step == pytest.approx(steps.max(), rel=1e-4)
+
+
+def test_analytic_and_jacfwd_jacobians_give_the_same_deformation():
+    dec = _decoder(5)
+    v = np.random.default_rng(5).uniform(-0.4, 0.4, size=(30, 3))
+    z0, z1 = torch.randn(8), torch.randn(8)
+    cfg = MatchConfig(steps=2, gn_iters=2, chunk=12)  # several chunks
+    a = feature_match(dec, v, z0, z1, cfg)
+    b = feature_match(dec, v, z0, z1, replace(cfg, jacobian="jacfwd"))
+    np.testing.assert_allclose(a.vertices, b.vertices, atol=1e-5)
+    assert np.abs(a.vertices - v).max() > 1e-3
+
+
+def _translating_decoder(seed: int) -> ImplicitDecoder:
+    """Φ(x, z) = g(x − z) for a random MLP g: a known implicit family whose shapes are translates."""
+    dec = _decoder(seed, latent=3, hidden=(32,) * 6).double()
+    with torch.no_grad():
+        dec.layers[0].weight[:, 3:] = -dec.layers[0].weight[:, :3]
+    return dec
+
+
+def test_known_translation_family_moves_every_vertex_by_the_translation():
+    # every feature of x at z equals that of x + (z' − z) at z', so the exact matches are x + Δz
+    dec = _translating_decoder(6)
+    v = np.random.default_rng(6).uniform(-0.3, 0.3, size=(60, 3))
+    z0 = torch.zeros(3, dtype=torch.float64)
+    z1 = torch.tensor([0.12, -0.05, 0.08], dtype=torch.float64)
+    res = feature_match(dec, v, z0, z1, MatchConfig(steps=20, gn_iters=3, reg=1e-4))
+    err = np.linalg.norm(res.vertices - (v + z1.numpy()), axis=1)
+    # Gauss-Newton on a piecewise-linear (LeakyReLU) feature map: nearly every vertex lands exactly
+    assert np.median(err) < 1e-4 and (err < 1e-3).mean() >= 0.95
+    assert res.residual < 1e-2
 
 
 def test_identical_codes_leave_vertices_in_place_and_cancel_works():
@@ -182,6 +236,12 @@ def test_winding_numbers_match_reference_and_occupancy():
     q = np.random.default_rng(8).uniform(-0.5, 0.5, size=(150, 3))
     w = winding_numbers(q, mesh.vertices, mesh.faces)
     np.testing.assert_allclose(w, winding_numbers_reference(q, mesh.vertices, mesh.faces), atol=1e-9)
+    # the fast ray-parity inside test used for fitting agrees with the winding numbers on a closed mesh
+    q2 = np.random.default_rng(9).uniform(-0.5, 0.5, size=(3000, 3))
+    inside = inside_watertight(q2, mesh.vertices, mesh.faces)
+    w2 = winding_numbers(q2, mesh.vertices, mesh.faces)
+    clear = np.abs(w2 - 0.5) > 0.1
+    assert (inside[clear] == (w2[clear] > 0.5)).mean() > 0.999 and inside.any()
     sd = s.sdf(q)
     far = np.abs(sd) > 0.03  # away from the marching-cubes error
     np.testing.assert_array_equal((w > 0.5)[far], (sd < 0)[far])
@@ -214,3 +274,47 @@ def test_edge_distortion_and_self_intersection_counts():
     f2 = np.array([[0, 1, 2], [3, 4, 5]])
     assert count_self_intersections(v2, f2) == 1
     assert count_self_intersections(v2 + np.array([[0, 0, 0]] * 3 + [[5, 0, 0]] * 3), f2) == 0
+
+
+def test_self_intersection_pairs_match_reference_and_introduced_counts_new_pairs_only():
+    # a sphere-like closed mesh with a band of vertices pushed through the opposite side
+    mesh, _ = make_shape("animal", np.random.default_rng(12)).mesh(14)
+    v0 = mesh.vertices
+    rng = np.random.default_rng(13)
+    v1 = v0 + rng.normal(scale=0.03, size=v0.shape)  # a rough jitter makes faces cross
+    fast = self_intersecting_pairs(v1, mesh.faces)
+    ref = self_intersecting_pairs_reference(v1, mesh.faces)
+    assert len(fast) > 0
+    np.testing.assert_array_equal(fast, ref)
+    assert count_self_intersections(v1, mesh.faces) == len(fast)
+    assert introduced_self_intersections(v0, v1, mesh.faces) == len(fast) - len(self_intersecting_pairs(v0, mesh.faces))
+    # same count before and after but different pairs: all the "after" pairs are new
+    v2 = np.array([[0, 0, 0], [1, 0, 0], [0, 1, 0], [0.2, 0.2, -0.5], [0.3, 0.2, 0.5], [0.2, 0.3, 0.5],
+                   [5, 0, 0], [6, 0, 0], [5, 1, 0]], float)
+    f2 = np.array([[0, 1, 2], [3, 4, 5], [6, 7, 8]])
+    moved = v2.copy()
+    moved[6:] = v2[3:6]  # face 2 now pierces face 0 ...
+    moved[3:6] += np.array([10.0, 0, 0])  # ... and face 1 left it
+    assert count_self_intersections(v2, f2) == count_self_intersections(moved, f2) == 1
+    assert introduced_self_intersections(v2, moved, f2) == 1
+    assert introduced_self_intersections(v2, v2, f2) == 0
+
+
+def test_flipped_faces_counts_reversed_normals():
+    v = np.array([[0, 0, 0], [1, 0, 0], [0, 1, 0], [1, 1, 0]], float)
+    f = np.array([[0, 1, 2], [1, 3, 2]])
+    folded = v.copy()
+    folded[3] = [-0.5, -0.5, 0.1]  # the second face folds over the first
+    assert flipped_faces(v, v, f) == 0
+    assert flipped_faces(v, folded, f) == 1
+
+
+def test_best_code_picks_the_code_that_explains_the_samples():
+    dec = _decoder(14)
+    codes = torch.randn(6, 8, generator=torch.Generator().manual_seed(14))
+    x = np.random.default_rng(14).uniform(-0.5, 0.5, size=(400, 3)).astype(np.float32)
+    with torch.no_grad():
+        dec.layers[-1].bias -= dec(torch.as_tensor(x), codes[4]).median()  # put the surface inside the box
+        occ = (dec(torch.as_tensor(x), codes[4]) > 0).float().numpy()  # samples of the shape of code 4
+    assert 0 < occ.mean() < 1
+    np.testing.assert_array_equal(best_code(dec, x, occ, codes).numpy(), codes[4].numpy())
