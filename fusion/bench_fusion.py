@@ -239,12 +239,9 @@ def scene_run(name: str, n_frames: int, make_estimator: Callable[[Any], MotionEs
     within 2 cm of the tracked model: a tracker that lost the object leaves it uncovered) and `finite`."""
     from dataclasses import replace
 
-    from scipy.spatial import cKDTree
-
     from fusion.pipeline import FusionConfig, FusionPipeline, GroundTruth
     from fusion.synthetic.make_sample import SAMPLE_CONFIG
     from fusion.synthetic.scene import make_scene
-    from fusion.warp import warp_points
 
     scene = make_scene(replace(SAMPLE_CONFIG, name=name, n_frames=n_frames))
     gt = GroundTruth(np.stack([scene.vertices_at(i) for i in range(n_frames)]), scene.mesh_at(0)[1])
@@ -259,19 +256,31 @@ def scene_run(name: str, n_frames: int, make_estimator: Callable[[Any], MotionEs
             nodes_first = pipe.graph.num_nodes
         finite &= bool(np.isfinite(pipe.motion.rotations).all() and np.isfinite(pipe.motion.translations).all())
     rep = pipe.report(gt)
-    cover = None
-    if last is not None and pipe.model is not None and pipe.graph.num_nodes:
-        f = pipe._preprocess(last)
-        m = pipe.model
-        ok = m["anchors"][:, 0] >= 0
-        live = warp_points(m["points"][ok], m["anchors"][ok], m["weights"][ok], pipe.graph.nodes,
-                           pipe.motion.rotations, pipe.motion.translations)
-        k = f.intrinsics
-        v, u = np.nonzero(f.depth > 0)
-        z = f.depth[v, u]
-        obs = np.stack([(u - k.cx) * z / k.fx, (v - k.cy) * z / k.fy, z], 1)
-        if len(obs) and len(live):
-            cover = float(np.mean(cKDTree(live).query(obs)[0] < 0.02))
+    cover = live_depth_coverage(pipe, last) if last is not None else None
     return {"frames": n_frames, "fps": rep["fps"], "skipped": rep["frames_skipped"],
             "geometry_error_mm": rep.get("geometry_error_mm"), "deformation_error_mm": rep.get("deformation_error_mm"),
             "nodes_first": nodes_first, "nodes": pipe.graph.num_nodes, "live_coverage": cover, "finite": finite}
+
+
+def live_depth_coverage(pipe: Any, frame: RGBDFrame, tolerance: float = 0.02) -> float | None:
+    """Fraction of `frame`'s observed depth pixels (after the pipeline's preprocessing) within `tolerance`
+    metres of the pipeline's model samples warped by its current motion; None without a model or depth.
+    A tracker that lost part of the object leaves that part of the live depth uncovered."""
+    from scipy.spatial import cKDTree
+
+    from fusion.warp import warp_points
+
+    if pipe.model is None or pipe.graph.num_nodes == 0:
+        return None
+    f = pipe._preprocess(frame)
+    m = pipe.model
+    ok = m["anchors"][:, 0] >= 0
+    live = warp_points(m["points"][ok], m["anchors"][ok], m["weights"][ok], pipe.graph.nodes,
+                       pipe.motion.rotations, pipe.motion.translations)
+    k = f.intrinsics
+    v, u = np.nonzero(f.depth > 0)
+    if len(v) == 0 or len(live) == 0:
+        return None
+    z = f.depth[v, u]
+    obs = np.stack([(u - k.cx) * z / k.fx, (v - k.cy) * z / k.fy, z], 1)
+    return float(np.mean(cKDTree(live).query(obs)[0] < tolerance))

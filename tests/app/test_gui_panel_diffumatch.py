@@ -15,6 +15,7 @@ import pytest
 
 import app.gui  # noqa: F401  (Qt attributes before the QApplication exists)
 from app.gui.captures import Capture
+from tests.conftest import cancel_on_progress
 
 pytestmark = pytest.mark.xdist_group("gui")
 
@@ -103,19 +104,7 @@ def test_cancel_mid_run(qtbot):
     v, _ = _ellipsoid(3)
     a, b = Capture(v, name="a"), Capture(_ellipsoid(3, 0.2)[0], name="b")
     job = _job(a, b, dict(FAST, steps=2000))  # far too many steps to finish before the cancel
-    seen: list[str] = []
-
-    def on_progress(f: float, text: str) -> None:
-        seen.append(text)
-        if "optimising features: step" in text:
-            job.cancel()
-
-    job.progress.connect(on_progress, QtCore.Qt.ConnectionType.DirectConnection)
-    done: list[object] = []
-    job.finished.connect(done.append)
-    with qtbot.waitSignal(job.cancelled, timeout=WAIT):
-        job.start()
-    job.thread.wait(5000)
+    seen, done = cancel_on_progress(qtbot, job, "optimising features: step", WAIT)
     assert not done and any("optimising features: step" in t for t in seen)
     assert not any("ZoomOut" in t for t in seen)
 

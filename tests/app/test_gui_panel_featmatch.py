@@ -17,6 +17,7 @@ import pytest
 
 import app.gui  # noqa: F401  (Qt attributes before the QApplication exists)
 from app.gui.captures import Capture
+from tests.conftest import cancel_on_progress
 
 pytestmark = pytest.mark.xdist_group("gui")
 
@@ -113,19 +114,7 @@ def test_cancel_mid_run(qtbot):
     a = Capture((rng.normal(size=(300, 3)) * [0.3, 0.2, 0.1]).astype(np.float32), name="a")
     b = Capture((rng.normal(size=(300, 3)) * [0.1, 0.3, 0.2]).astype(np.float32), name="b")
     job = _job(a, b, _params(steps=500, fit_iters=10, voxel_res=24))
-    seen: list[str] = []
-
-    def on_progress(f: float, text: str) -> None:
-        seen.append(text)
-        if "feature matching step 2/" in text:
-            job.cancel()
-
-    job.progress.connect(on_progress, QtCore.Qt.ConnectionType.DirectConnection)
-    done: list[object] = []
-    job.finished.connect(done.append)
-    with qtbot.waitSignal(job.cancelled, timeout=WAIT):
-        job.start()
-    job.thread.wait(5000)
+    seen, done = cancel_on_progress(qtbot, job, "feature matching step 2/", WAIT)
     assert not done and not any("measuring" in t for t in seen)
     assert not any("feature matching step 4/" in t for t in seen)
 

@@ -34,22 +34,10 @@ def samba_files(shared_data):
 
 
 @pytest.fixture
-def panel(qtbot, monkeypatch):
-    import torch
-
-    import app.gui.panels as panels
-    from app.gui.captures import CaptureStore
+def panel(panel_factory):
     from app.gui.panel_lpdc import LPDCPanel
 
-    torch.set_num_threads(2)
-    shown = []
-    monkeypatch.setattr(panels, "notify", lambda *a, **k: shown.append(a))
-    p = LPDCPanel(CaptureStore())
-    p.messages = shown
-    qtbot.addWidget(p)
-    p.resize(560, 640)
-    p.show()
-    return p
+    return panel_factory(LPDCPanel)
 
 
 def test_lpdc_panel_runs_plays_and_exports(panel, samba_files, qtbot, tmp_path):

@@ -33,21 +33,10 @@ def horse_files(shared_data):
 
 
 @pytest.fixture
-def panel(qtbot, monkeypatch):
-    import torch
-
-    import app.gui.panels as panels
-    from app.gui.captures import CaptureStore
+def panel(panel_factory):
     from app.gui.panel_qaad import QAADPanel
 
-    torch.set_num_threads(2)
-    shown = []
-    monkeypatch.setattr(panels, "notify", lambda *a, **k: shown.append(a))
-    p = QAADPanel(CaptureStore())
-    p.messages = shown
-    qtbot.addWidget(p)
-    p.resize(560, 640)
-    p.show()
+    p = panel_factory(QAADPanel)
     p.set_param("points", 512)
     p.set_param("iterations", 40)
     p.set_param("device", "cpu")

@@ -47,17 +47,7 @@ def test_no_divergence_over_300_frames(name):
     # no runaway growth of the canonical surface (phantom geometry from misaligned fusion adds nodes)
     assert pipe.graph.num_nodes < 4 * first_nodes, f"{name}: graph grew from {first_nodes} to {pipe.graph.num_nodes} nodes"
     # the live warped model still covers the live depth: most observed pixels near a warped model point
-    frame = pipe._preprocess(scene.render(FRAMES - 1))
-    from fusion.warp import warp_points
-    from scipy.spatial import cKDTree
+    from fusion.bench_fusion import live_depth_coverage
 
-    mdl = pipe.model
-    ok = mdl["anchors"][:, 0] >= 0
-    live_model = warp_points(mdl["points"][ok], mdl["anchors"][ok], mdl["weights"][ok], pipe.graph.nodes,
-                             pipe.motion.rotations, pipe.motion.translations)
-    k = frame.intrinsics
-    v, u = np.nonzero(frame.depth > 0)
-    z = frame.depth[v, u]
-    obs = np.stack([(u - k.cx) * z / k.fx, (v - k.cy) * z / k.fy, z], 1)
-    d, _ = cKDTree(live_model).query(obs)
-    assert np.mean(d < 0.02) > 0.8, f"{name}: only {np.mean(d < 0.02):.0%} of the live depth is near the tracked model"
+    cover = live_depth_coverage(pipe, scene.render(FRAMES - 1))
+    assert cover is not None and cover > 0.8, f"{name}: only {cover:.0%} of the live depth is near the tracked model"
