@@ -67,10 +67,12 @@ def run(args: argparse.Namespace) -> int:
     report = {"src": str(args.src), "tgt": str(args.tgt), "out": str(args.out), "device": str(dev), **res}
     ge = res["geodesic_error"]
     print(f"map: {args.out} ({res['n_target']} target vertices -> {res['n_source']} source vertices)")
-    print(f"diffumatch   geodesic_error {ge if ge is None else round(ge, 4)}   seconds {res['seconds']:.1f}")
+    print(f"diffumatch   geodesic_error {ge if ge is None else round(ge, 4)}   seconds {res['seconds']:.1f}"
+          f"   cpu_seconds {res['cpu_seconds']:.1f}")
     for name, b in res.get("baselines", {}).items():
         e = b["geodesic_error"]
-        print(f"{name:<12s} geodesic_error {e if e is None else round(e, 4)}   seconds {b['seconds']:.1f}")
+        print(f"{name:<12s} geodesic_error {e if e is None else round(e, 4)}   seconds {b['seconds']:.1f}"
+              f"   cpu_seconds {b['cpu_seconds']:.1f}")
     sys.stdout.flush()
     write_report(args.report, report)
     return 0
