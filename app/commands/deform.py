@@ -101,7 +101,8 @@ def run(args: argparse.Namespace) -> int:
             save_mesh(args.trajectory / f"step_{t:03d}{ext}", v, result.faces)
     rep = dict(result.report, src=str(args.src), tgt=str(args.tgt), out=str(args.out), weights=str(wpath),
                trajectory=str(args.trajectory) if args.trajectory else None)
-    for k in ("chamfer_to_target", "edge_length_distortion", "self_intersections", "self_intersections_source", "seconds"):
+    for k in ("chamfer_to_target", "edge_length_distortion", "self_intersections", "self_intersections_source",
+              "self_intersections_introduced", "flipped_faces", "seconds", "cpu_seconds"):
         v = rep[k]
         print(f"{k:<28s} {v:.5g}" if isinstance(v, float) else f"{k:<28s} {v}")
     print(f"wrote {args.out}")

@@ -138,14 +138,14 @@ PRESETS: dict[str, TrainConfig] = {
         n_shapes=6, samples=SampleConfig(n_uniform=512, n_surface=1024, voxel_res=32), mc_res=24,
         steps=40, batch_shapes=4, points_per_shape=256, lr_net=2e-3, lr_code=5e-3, lr_decay_every=10_000,
     ),
-    # the shipped weights: sized for a shared 2-core CPU (≈ 30 min of niced training on the loaded
-    # machine, a 5k-vertex mesh in under a minute); every shape's code is updated at every step (all
-    # shapes in each batch). 120 shapes × 256 points × 800 steps = 25 M occupancy samples (the first
-    # shipped weights saw 1.7 M and stopped at 87 % accuracy with the loss still falling)
+    # the shipped weights: sized for a shared 2-core CPU (≈ 13 min of niced training, a 5k-vertex mesh
+    # in well under a minute); every shape's code is updated at every step (all shapes in each batch).
+    # 240 shapes × 128 points × 1600 steps = 49 M occupancy samples (the first shipped weights saw 1.7 M
+    # and stopped at 87 % accuracy with the loss still falling)
     "small": TrainConfig(
         model=ModelConfig(latent_dim=32, hidden=(128, 128, 128, 128, 128, 128)),
-        n_shapes=120, steps=800, batch_shapes=120, points_per_shape=256, lr_net=1e-3, lr_code=1e-2,
-        lr_decay_every=300, threads=1,  # 1 thread: on the oversubscribed shared CPU 2 threads ran 3-5x slower
+        n_shapes=240, steps=1600, batch_shapes=240, points_per_shape=128, lr_net=1e-3, lr_code=1e-2,
+        lr_decay_every=500, threads=1,  # 1 thread: on the oversubscribed shared CPU 2 threads ran 3-5x slower
     ),
     "full": TrainConfig(
         model=ModelConfig(latent_dim=256, hidden=(1024, 1024, 512, 512, 256, 128)),
