@@ -74,7 +74,12 @@ class StatusPanel(QtWidgets.QWidget):
                 mb = vol.get("bytes", vol.get("nbytes", 0)) / 2**20 if isinstance(vol, dict) else 0
                 blocks = vol.get("blocks", vol.get("num_blocks"))
                 v["volume"].setText(f"{blocks} blocks, {mb:.0f} MiB" if blocks is not None else f"{mb:.0f} MiB")
-            v["tracker"].setText(f"{st.get('tracker', '–')} on {st.get('device') or '–'}")
+            kept = st.get("kept") or {}
+            extra = ""
+            if kept:
+                n = kept.get("neural", 0) + kept.get("classical", 0)
+                extra = f"; neural motion kept on {kept.get('neural', 0)} of {n} frames"
+            v["tracker"].setText(f"{st.get('tracker', '–')} on {st.get('device') or '–'}{extra}")
         else:
             for key in ("frames", "skipped", "nodes", "volume", "tracker"):
                 v[key].setText("–")

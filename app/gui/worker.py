@@ -270,6 +270,7 @@ class PipelineWorker(QtCore.QObject):
         self._fused_walls: collections.deque[float] = collections.deque(maxlen=12)
         self._shown_walls: collections.deque[float] = collections.deque(maxlen=12)
         self._dropped = 0
+        self._kept: collections.Counter[str] = collections.Counter()  # neural tracker: whose motion was kept
         self._last_result = None
         self._last_frame = None
         self._position = -1
@@ -480,6 +481,7 @@ class PipelineWorker(QtCore.QObject):
         self.overlayReady.emit({"available": hasattr(est, "last_overlay"), "empty": True})
         self._first_fused_index = None
         self._dropped = 0
+        self._kept.clear()
         self._fused_walls.clear()
 
     def _cmd_stop(self, p: dict) -> None:
@@ -500,6 +502,7 @@ class PipelineWorker(QtCore.QObject):
         self._series = None
         self._last_result = None
         self._dropped = 0
+        self._kept.clear()
         self._overlay_dirty = False
         self.meshReady.emit({"empty": True})
         self.overlayReady.emit({"available": False})
@@ -743,6 +746,8 @@ class PipelineWorker(QtCore.QObject):
             return
         self._last_result = res
         self._overlay_dirty = hasattr(pipe.estimator, "last_overlay")
+        if res.ok and isinstance(res.tracker_stats, dict):
+            self._kept[kept_motion(res.tracker_stats)] += 1
         if res.ok:
             self._fused_walls.append(time.monotonic())
             self._mesh_dirty = True
@@ -856,7 +861,21 @@ class PipelineWorker(QtCore.QObject):
                 st["keyframes"] = f"{sum(1 for k in per if k.get('used'))} of {len(per)}"
             elif "keyframes" in ts:
                 st["keyframes"] = str(ts["keyframes"])
+        if self._kept and ("neural" in self._kept or "classical" in self._kept):
+            st["kept"] = dict(self._kept)
         self.statsReady.emit(st)
+
+
+def kept_motion(tracker_stats: dict) -> str:
+    """Whose motion the neural tracker kept for a frame, from its stats: "neural", "classical" (selected by
+    fit, a fallback, or the bootstrap before the first keyframe) or "-" (another tracker)."""
+    if tracker_stats.get("selected") in ("neural", "classical"):
+        return tracker_stats["selected"]
+    if tracker_stats.get("fallback") or "bootstrap" in str(tracker_stats.get("neural", "")):
+        return "classical"
+    if "correspondence_ms" in tracker_stats:
+        return "neural"
+    return "-"
 
 
 class WorkerHost(QtCore.QObject):

@@ -190,8 +190,10 @@ def test_worker_forwards_the_neural_overlay(qtbot, one_thread):
     got: list[dict] = []
     state: dict = {}
     errors: list = []
+    stats: list[dict] = []
     host.worker.overlayReady.connect(got.append)
     host.worker.stateChanged.connect(state.update)
+    host.worker.statsReady.connect(stats.append)
     host.worker.errorRaised.connect(lambda a, b: errors.append((a, b)))
     host.start()
     try:
@@ -210,9 +212,25 @@ def test_worker_forwards_the_neural_overlay(qtbot, one_thread):
         assert last["heatmap_rgba"].shape == (120, 160, 4) and last["heatmap_rgba"].dtype == np.uint8
         assert 0 < len(last["weights"]) <= 300
         assert len(got) <= 4  # start, at most one per period while playing, the forced last one
+        # the Status says whose motion was kept: the first tracked frame bootstraps classically, then neural
+        # or classical by fit, one count per fused frame after the first
+        qtbot.waitUntil(lambda: any("kept" in s_ for s_ in stats), timeout=SLOW_WAIT)
+        kept = [s_ for s_ in stats if "kept" in s_][-1]["kept"]
+        assert kept.get("classical", 0) >= 1 and kept.get("neural", 0) + kept.get("classical", 0) == 4
         host.send("reset")
         qtbot.waitUntil(lambda: got[-1] == {"available": False}, timeout=SLOW_WAIT)
         host.send("start", {"settings": ReconSettings(tracker="classical", processing_size=(160, 120)), "paused": True})
         qtbot.waitUntil(lambda: got[-1] == {"available": False, "empty": True}, timeout=SLOW_WAIT)
     finally:
         assert host.shutdown(20000)
+
+
+def test_kept_motion_reads_the_neural_trackers_stats():
+    from app.gui.worker import kept_motion
+
+    assert kept_motion({"selected": "neural", "correspondence_ms": 3.0}) == "neural"
+    assert kept_motion({"selected": "classical", "correspondence_ms": 3.0}) == "classical"
+    assert kept_motion({"fallback": "classical", "correspondence_ms": 3.0}) == "classical"
+    assert kept_motion({"neural": {"bootstrap": "classical (no keyframe yet)"}}) == "classical"
+    assert kept_motion({"correspondence_ms": 3.0}) == "neural"  # no selection run: the neural solve + ICP
+    assert kept_motion({"rms_mm": 2.0}) == "-"  # the classical tracker
