@@ -72,14 +72,19 @@ def run_bench(quick: bool, weights: str | None = None) -> dict:
         tgt, lab_t = s_tgt.mesh(mc_res)
         z_s, _ = fit_shape(decoder, src, init, fit, train_codes=codes)
         z_t, _ = fit_shape(decoder, tgt, init, fit, train_codes=codes)
+        t_m = time.perf_counter()
+        fm_res = feature_match(decoder, src.vertices, z_s, z_t, match, faces=src.faces)
+        t_m = time.perf_counter() - t_m
         moved = {
-            "feature_matching": feature_match(decoder, src.vertices, z_s, z_t, match).vertices.astype(np.float64),
+            "feature_matching": fm_res.vertices.astype(np.float64),
             "direct_matching": direct_matching(decoder, src.vertices, z_s, z_t, match).vertices.astype(np.float64),
             "nn_projection": nearest_projection(src.vertices, tgt),
         }
         pairs_src = self_intersecting_pairs(src.vertices, src.faces)
         si_src = len(pairs_src)
-        row = {"pair": name, "vertices": len(src.vertices), "self_intersections_source": si_src}
+        row = {"pair": name, "vertices": len(src.vertices), "self_intersections_source": si_src,
+               "fm_seconds_match": t_m, "fm_shrunk_vertex_steps": fm_res.shrunk_vertex_steps,
+               "fm_held_vertex_steps": fm_res.held_vertex_steps}
         for m, v in moved.items():
             pc, _ = part_chamfer(v, lab_s, tgt.vertices, lab_t)
             pairs = self_intersecting_pairs(v, src.faces)
@@ -93,7 +98,8 @@ def run_bench(quick: bool, weights: str | None = None) -> dict:
             row[m] = {"part_chamfer": pc, "self_intersections": si, "self_intersections_introduced": new,
                       "flipped_faces": fl}
         pairs_out.append(row)
-    figures: dict = {"pairs": len(pairs_out), "weights": str(wpath), "device": str(dev)}
+    figures: dict = {"pairs": len(pairs_out), "weights": str(wpath), "device": str(dev),
+                     "no_new_intersections": match.no_new_intersections}
     for m in methods:
         figures[m] = {
             "part_chamfer": float(np.mean(acc[m]["part_chamfer"])),
@@ -140,6 +146,8 @@ def _bench_5k(decoder: torch.nn.Module, codes: torch.Tensor, quick: bool) -> dic
         "self_intersections_source_5k": r["self_intersections_source"],
         "flipped_faces_5k": r["flipped_faces"],
         "chamfer_to_target_5k": r["chamfer_to_target"],
+        "shrunk_vertex_steps_5k": r["shrunk_vertex_steps"],
+        "held_vertex_steps_5k": r["held_vertex_steps"],
         "torch_threads": torch.get_num_threads(),
     }
     if quick:  # extrapolate the matching part to T = 50

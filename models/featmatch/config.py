@@ -47,6 +47,22 @@ class MatchConfig:
     jacobian: str = "analytic"
     """'analytic': model.FeatureJacobian (batched forward mode written out, fast); 'jacfwd':
     torch.func.jacfwd under vmap (the reference, slower on CPU)."""
+    no_new_intersections: bool = True
+    """Discrete-time "trajectories cannot cross": when feature_match is given the faces, after every
+    step the face pairs that intersect and did not at the previous step are found (Open3D, the same
+    count as pipeline.self_intersecting_pairs) and the steps of their vertices are shrunk (halved up to
+    `shrink_tries` times, then the vertex keeps its previous position) until the step introduces no
+    intersecting pair. Without faces (point clouds) nothing changes."""
+    block_path_crossings: bool = True
+    """With no_new_intersections: also shrink the steps of vertices whose straight path passes through a
+    face during the step (matching.path_crossings), so a sheet cannot tunnel through another between two
+    end-point tests."""
+    shrink_tries: int = 3
+    """Halvings of a blocked vertex's step before it keeps its previous position."""
+    blocked_reference: str = "intended"
+    """Features a blocked vertex tracks at the next step: 'intended' = those of the position the
+    unconstrained step would have reached (it can catch up once the way is free), 'actual' = those of
+    the position it was held at (it follows the flow from there)."""
 
     def __post_init__(self) -> None:
         if len(self.layers) != len(self.layer_weights) or not self.layers:
@@ -55,6 +71,10 @@ class MatchConfig:
             raise ValueError("MatchConfig.steps and gn_iters must be >= 1")
         if self.reg < 0 or any(w < 0 for w in self.layer_weights):
             raise ValueError("MatchConfig.reg and layer_weights must be >= 0")
+        if self.shrink_tries < 0:
+            raise ValueError("MatchConfig.shrink_tries must be >= 0")
+        if self.blocked_reference not in ("intended", "actual"):
+            raise ValueError(f"MatchConfig.blocked_reference must be 'intended' or 'actual', got {self.blocked_reference!r}")
         if self.jacobian not in ("analytic", "jacfwd"):
             raise ValueError(f"MatchConfig.jacobian must be 'analytic' or 'jacfwd', got {self.jacobian!r}")
 

@@ -190,7 +190,9 @@ def deform(src: Mesh, tgt: Mesh, decoder: ImplicitDecoder, train_codes: torch.Te
     lengths, measured in the unit box so that the normalisation's scale does not count),
     self_intersections (intersecting face pairs of the result), self_intersections_source,
     self_intersections_introduced (pairs that intersect in the result and did not in the source),
-    flipped_faces (faces whose normal reversed: fold-overs between neighbours), fit BCEs, max_step (unit box), seconds and their split.
+    flipped_faces (faces whose normal reversed: fold-overs between neighbours), fit BCEs, max_step (unit box),
+    the intersection constraint's shrunk / held (vertex, step) counts (MatchConfig.no_new_intersections;
+    the source's faces are passed to feature_match), seconds and their split.
     """
     _check(src, src_name)
     _check(tgt, tgt_name)
@@ -217,7 +219,8 @@ def deform(src: Mesh, tgt: Mesh, decoder: ImplicitDecoder, train_codes: torch.Te
     else:
         z_tgt, bce_tgt = fit_shape(decoder, tgt_u, init, cfg.fit, cfg.samples, sub(0.2, 0.4), train_codes)
     t_fit = time.perf_counter() - t0
-    res = feature_match(decoder, src_u.vertices, z_src, z_tgt, cfg.match, keep_trajectory, sub(0.4, 0.97), cancel)
+    res = feature_match(decoder, src_u.vertices, z_src, z_tgt, cfg.match, keep_trajectory, sub(0.4, 0.97), cancel,
+                        faces=src.faces if len(src.faces) else None)
     t_match = time.perf_counter() - t0 - t_fit
     out_v = nt.undo(res.vertices)
     traj = np.stack([nt.undo(x) for x in res.trajectory]) if res.trajectory is not None else None
@@ -242,6 +245,9 @@ def deform(src: Mesh, tgt: Mesh, decoder: ImplicitDecoder, train_codes: torch.Te
         "fit_bce_target": bce_tgt,
         "max_step_unit_box": res.max_step,
         "final_feature_residual": res.residual,
+        "no_new_intersections": bool(cfg.match.no_new_intersections and len(src.faces) > 0),
+        "shrunk_vertex_steps": res.shrunk_vertex_steps,
+        "held_vertex_steps": res.held_vertex_steps,
         "steps": cfg.match.steps,
         "gn_iters": cfg.match.gn_iters,
         "seconds": seconds,

@@ -15,11 +15,12 @@ from models.featmatch.baselines import nearest_projection, nearest_projection_re
 from models.featmatch.config import PRESETS, FitConfig, MatchConfig, ModelConfig
 from models.featmatch.data import (CATEGORIES, PART_NAMES, inside_watertight, is_watertight, make_chair, make_shape,
                                    occupancy_samples, voxel_occupancy, winding_numbers, winding_numbers_reference)
-from models.featmatch.matching import (DeformationCancelled, JacfwdFeatures, feature_match, gauss_newton_update,
-                                       gauss_newton_update_reference, gauss_newton_update_t, match_step)
+from models.featmatch.matching import (DeformationCancelled, JacfwdFeatures, constrain_step, feature_match,
+                                       gauss_newton_update, gauss_newton_update_reference, gauss_newton_update_t,
+                                       match_step, path_crossings, path_crossings_reference)
 from models.featmatch.model import ImplicitDecoder, features_reference_np, load_checkpoint, save_checkpoint
 from models.featmatch.pipeline import (DeformConfig, count_self_intersections, deform, edge_length_distortion,
-                                       flipped_faces, introduced_self_intersections, self_intersecting_pairs,
+                                       flipped_faces, introduced_self_intersections, new_pairs, self_intersecting_pairs,
                                        self_intersecting_pairs_reference)
 from models.featmatch.fitting import best_code
 from models.featmatch.training import train
@@ -318,3 +319,90 @@ def test_best_code_picks_the_code_that_explains_the_samples():
         occ = (dec(torch.as_tensor(x), codes[4]) > 0).float().numpy()  # samples of the shape of code 4
     assert 0 < occ.mean() < 1
     np.testing.assert_array_equal(best_code(dec, x, occ, codes).numpy(), codes[4].numpy())
+
+
+def _grid_sheet(n: int, lo: float, hi: float, height) -> tuple[np.ndarray, np.ndarray]:
+    """An n × n vertex grid over [lo, hi]² at z = height(x, y), triangulated: (float [n², 3], int [2(n-1)², 3])."""
+    u = np.linspace(lo, hi, n)
+    gx, gy = np.meshgrid(u, u, indexing="ij")
+    v = np.stack([gx.ravel(), gy.ravel(), height(gx.ravel(), gy.ravel())], 1)
+    i = np.arange(n - 1)
+    gi, gj = np.meshgrid(i, i, indexing="ij")
+    a = (gi * n + gj).ravel()
+    f = np.concatenate([np.stack([a, a + n, a + 1], 1), np.stack([a + 1, a + n, a + n + 1], 1)])
+    return v, f
+
+
+def test_constrained_steps_keep_a_falling_sheet_from_passing_through_another():
+    # sheet A: z = 0 over [-0.5, 0.5]²; sheet B, tilted, above it inside A's footprint, falls 0.2 in 10 steps:
+    # unconstrained, B cuts through A on the way and ends entirely below it
+    va, fa = _grid_sheet(9, -0.5, 0.5, lambda x, y: 0.0 * x)
+    vb, fb = _grid_sheet(7, -0.3, 0.3, lambda x, y: 0.07 + 0.05 * (x + 0.3) + 0.01 * y)
+    vb[:, :2] += (0.0123, 0.0371)  # B's vertices off A's edges (no grazing hits)
+    v0 = np.concatenate([va, vb])
+    f = np.concatenate([fa, fb + len(va)])
+    b = np.arange(len(va), len(v0))
+    step = np.zeros_like(v0)
+    step[b, 2] = -0.02
+    p0 = self_intersecting_pairs(v0, f)
+    assert len(p0) == 0
+    x, crossed = v0.copy(), 0
+    for _ in range(10):  # unconstrained
+        x = x + step
+        crossed = max(crossed, len(self_intersecting_pairs(x, f)))
+    assert crossed > 0 and (x[b, 2] < 0).all()  # it cut through A and swapped sides
+    # a whole step from just above A to just below it: no end point intersects, the paths do
+    lo, hi = v0.copy(), v0.copy()
+    lo[b, 2] = vb[:, 2] - 0.06  # B in [0.007, 0.043]
+    hi[b, 2] = vb[:, 2] - 0.11  # B in [-0.043, -0.007]
+    assert len(self_intersecting_pairs(lo, f)) == 0 and len(self_intersecting_pairs(hi, f)) == 0
+    cr = path_crossings(lo, hi, f)
+    assert len(cr) > 0 and set(cr[:, 0]) <= set(b) and (cr[:, 1] < len(fa)).all()
+    np.testing.assert_array_equal(cr, path_crossings_reference(lo, hi, f))
+    x, prev = v0.copy(), p0
+    for _ in range(10):  # end points only: B tunnels through A in one step
+        sc = constrain_step(x, step, f, prev, shrink_tries=3, paths=False)
+        x, prev = sc.vertices, sc.pairs
+    assert len(self_intersecting_pairs(x, f)) == 0 and (x[b, 2] < 0).all()
+    x, prev, held = v0.copy(), p0, 0
+    for _ in range(10):  # constrained
+        sc = constrain_step(x, step, f, prev, shrink_tries=3)
+        assert new_pairs(sc.pairs, prev) == 0
+        np.testing.assert_array_equal(sc.pairs, self_intersecting_pairs(sc.vertices, f))  # incremental = full
+        np.testing.assert_allclose(sc.vertices, x + sc.scale[:, None] * step)
+        assert ((sc.scale >= 0) & (sc.scale <= 1)).all()
+        x, prev, held = sc.vertices, sc.pairs, held + int((sc.scale == 0).sum())
+    assert held > 0
+    # nothing introduced, by Open3D and by the independent numpy check; B stayed above A but did come down
+    assert len(self_intersecting_pairs(x, f)) == 0
+    assert len(self_intersecting_pairs_reference(x, f)) == 0
+    assert (x[b, 2] > 0).all()
+    assert x[b, 2].max() < 0.02  # from 0.067-0.103 down onto A
+    np.testing.assert_array_equal(x[: len(va)], va)  # A never moved
+
+
+def test_feature_matching_with_faces_introduces_no_intersections():
+    # two parallel sheets 0.04 apart pushed through each other by a random implicit family: the free
+    # deformation introduces intersecting pairs, the constrained one none (Open3D and numpy check)
+    torch.manual_seed(0)
+    dec = ImplicitDecoder(ModelConfig(latent_dim=8, hidden=(24,) * 6)).eval()
+    va, fa = _grid_sheet(8, -0.3, 0.3, lambda x, y: 0.0 * x - 0.02)
+    vb, fb = _grid_sheet(8, -0.3, 0.3, lambda x, y: 0.0 * x + 0.02)
+    v = np.concatenate([va, vb])
+    f = np.concatenate([fa, fb + len(va)])
+    z0, z1 = torch.randn(8), torch.randn(8)
+    cfg = MatchConfig(steps=10, gn_iters=2, reg=1e-3)
+    free = feature_match(dec, v, z0, z1, cfg)
+    assert introduced_self_intersections(v, free.vertices, f) > 0
+    assert free.shrunk_vertex_steps == 0 and free.constraint_checks == 0
+    same = feature_match(dec, v, z0, z1, replace(cfg, no_new_intersections=False), faces=f)
+    np.testing.assert_array_equal(same.vertices, free.vertices)  # the option off = the free deformation
+    for ref in ("intended", "actual"):
+        con = feature_match(dec, v, z0, z1, replace(cfg, blocked_reference=ref), faces=f, keep_trajectory=True)
+        assert introduced_self_intersections(v, con.vertices, f) == 0
+        assert len(self_intersecting_pairs_reference(con.vertices, f)) == 0
+        assert con.shrunk_vertex_steps > 0 and con.constraint_checks > cfg.steps
+        steps = np.linalg.norm(np.diff(con.trajectory, axis=0), axis=-1)
+        assert steps.max() <= cfg.search_radius * (1 + 1e-4)  # still continuous
+        # the unblocked vertices still follow the features: most of the motion is kept
+        assert np.linalg.norm(con.vertices - v, axis=1).mean() > 0.5 * np.linalg.norm(free.vertices - v, axis=1).mean()
