@@ -12,14 +12,8 @@ from typing import Any
 import numpy as np
 
 from app.gui.captures import Capture
+from app.gui.shapes import even_subsample  # noqa: F401 (also used by the tests)
 from app.gui.panels import JobContext, Layer, PanelResult, Param, ShapePanel, register_panel
-
-
-def even_subsample(n: int, m: int) -> np.ndarray:
-    """Evenly spaced indices of at most m out of n (all when n <= m), int64 [min(n, m)]."""
-    if n <= m:
-        return np.arange(n)
-    return np.linspace(0, n - 1, m).astype(np.int64)
 
 
 def distance_colors(d: np.ndarray, vmax: float) -> np.ndarray:

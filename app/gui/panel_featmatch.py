@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 
 from app.gui.captures import Capture
-from app.gui.panel_diffumatch import coordinate_colors, reduce_shape, torch_threads
+from app.gui.shapes import coordinate_colors, reduce_shape, torch_threads
 from app.gui.panels import Cancelled, JobContext, Layer, PanelResult, Param, ShapePanel, register_panel
 from fusion.errors import InputError
 

@@ -24,6 +24,7 @@ from typing import Any
 import numpy as np
 
 from app.gui.captures import Capture
+from app.gui.shapes import coordinate_colors
 from app.gui.panels import Cancelled, JobContext, Layer, PanelResult, Param, ShapePanel, register_panel
 from fusion.errors import InputError
 
@@ -37,17 +38,6 @@ UP_ROTATIONS: dict[str, np.ndarray] = {
 
 MAX_SHOWN_INPUT = 5000
 """input points drawn per frame (evenly subsampled)"""
-
-
-def correspondence_colors(v0: np.ndarray) -> np.ndarray:
-    """Colors uint8 [V, 3] of t0 vertices v0 float [V, 3]: each axis of their bounding box mapped to one RGB
-    channel over [30, 255] (carried unchanged to every frame, it marks the same material point)."""
-    v = np.asarray(v0, np.float64)
-    if len(v) == 0:
-        return np.zeros((0, 3), np.uint8)
-    lo, hi = v.min(0), v.max(0)
-    u = (v - lo) / np.maximum(hi - lo, 1e-12)
-    return (30 + 225 * u).round().astype(np.uint8)
 
 
 def choose_up(caps: list[Capture], up: str) -> str:
@@ -153,7 +143,7 @@ class LPDCPanel(ShapePanel):
         ctx.progress(0.92, "colouring and measuring")
         world = prep.norm.to_world(rec.vertices) @ R  # [T, V, 3] back in the input frame (R orthonormal)
         faces = np.asarray(rec.faces, np.int32)
-        colors = correspondence_colors(rec.vertices[0])
+        colors = coordinate_colors(rec.vertices[0], floor=30)  # the same material point: the same color in every frame
         frames, fit = [], []
         for t, cap in enumerate(caps):
             ctx.check()
