@@ -431,17 +431,21 @@ class ClassicalTracker:
         lpt = torch.from_numpy(live.flat_points)
         lnt = torch.from_numpy(live.flat_normals)
         extra = self._correspondence_terms(inp, corr, k)
-        fextra: list = []
-        gray = None
-        if self._flow is not None:
+        gray = gray_u8(np.asarray(frame.color)) if self._flow is not None else None
+
+        def flow_terms(r: torch.Tensor, t: torch.Tensor) -> list:
+            """The flow correspondence terms at the estimate (r, t) (model reference) or from the previous
+            frame; adds the time to stats["flow_ms"]."""
             t1 = time.perf_counter()
-            gray = gray_u8(np.asarray(frame.color))
             if cfg.flow_reference == "model":
-                fcorr = self._model_flow_correspondences(inp, sel, rot, tr, gray, stats)
+                fc = self._model_flow_correspondences(inp, sel, r, t, gray, stats)
             else:
-                fcorr = self._flow_correspondences(inp, sel, p, an, aw, nodes, gray, stats)
-            fextra = self._correspondence_terms(inp, fcorr, k, cfg.lambda_flow_2d, cfg.lambda_flow_depth)
-            stats["flow_ms"] = 1e3 * (time.perf_counter() - t1)
+                fc = self._flow_correspondences(inp, sel, p, an, aw, nodes, gray, stats)
+            out = self._correspondence_terms(inp, fc, k, cfg.lambda_flow_2d, cfg.lambda_flow_depth)
+            stats["flow_ms"] = stats.get("flow_ms", 0.0) + 1e3 * (time.perf_counter() - t1)
+            return out
+
+        fextra = flow_terms(rot, tr) if self._flow is not None else []
         history = []
         n_corr = 0
         rms = float("nan")
@@ -449,11 +453,8 @@ class ClassicalTracker:
         a32, w32 = inp.model_anchors[sel].astype(np.int32), inp.model_weights[sel].astype(np.float32)
         nodes32 = np.ascontiguousarray(graph.nodes, np.float32)
         for it in range(cfg.iterations):
-            if it > 0 and it < cfg.flow_iterations and cfg.flow_reference == "model" and self._flow is not None:
-                t1 = time.perf_counter()  # re-render the model at the refined estimate: the next flow is smaller
-                fcorr = self._model_flow_correspondences(inp, sel, rot, tr, gray, stats)
-                fextra = self._correspondence_terms(inp, fcorr, k, cfg.lambda_flow_2d, cfg.lambda_flow_depth)
-                stats["flow_ms"] = stats.get("flow_ms", 0.0) + 1e3 * (time.perf_counter() - t1)
+            if 0 < it < cfg.flow_iterations and cfg.flow_reference == "model" and self._flow is not None:
+                fextra = flow_terms(rot, tr)  # re-render the model at the refined estimate: the next flow is smaller
             terms = extra + (fextra if it < cfg.flow_iterations else [])
             # association with the fast numba warp; Jacobian pieces only for the matched points
             r32 = rot.numpy().astype(np.float32)
@@ -548,16 +549,11 @@ class ClassicalTracker:
         pts = warp_points(np.asarray(inp.model_points, np.float32), np.asarray(inp.model_anchors, np.int32),
                           np.asarray(inp.model_weights, np.float32), np.ascontiguousarray(inp.graph.nodes, np.float32),
                           rot.numpy().astype(np.float32), tr.numpy().astype(np.float32))
-        ok = (np.asarray(inp.model_anchors) >= 0).any(1)
-        pts = np.where(ok[:, None], pts, np.nan).astype(np.float32)
-        pts[~ok] = (0.0, 0.0, -1.0)  # behind the camera: never splatted
+        pts[~(np.asarray(inp.model_anchors) >= 0).any(1)] = (0.0, 0.0, -1.0)  # unanchored: behind the camera, never splatted
         vals = gray_u8(np.asarray(inp.model_colors)[None])[0].astype(np.float32)
         m = model_flow_matches(pts, vals, sel, inp.frame.intrinsics, gray, np.asarray(inp.frame.depth), self._flow,
                                self.config.flow_backward, self.config.flow_match)
-        stats["flow_correspondences"] = int(len(m.rows))
-        if len(m.rows) == 0:
-            return None
-        return Correspondences(sel[m.rows], m.target_uv, m.target_depth, m.weights)
+        return self._as_correspondences(sel, m, stats)
 
     def _flow_correspondences(self, inp: TrackingInput, sel: np.ndarray, p: torch.Tensor, an: torch.Tensor,
                               aw: torch.Tensor, nodes: torch.Tensor, gray: np.ndarray,
@@ -574,6 +570,12 @@ class ClassicalTracker:
         wp = warp_parts(p, an, aw, nodes, torch.from_numpy(np.asarray(inp.prev_motion.rotations, np.float64)),
                         torch.from_numpy(np.asarray(inp.prev_motion.translations, np.float64))).warped.numpy()
         m = flow_matches(wp, pdepth, pk, np.asarray(inp.frame.depth), inp.frame.intrinsics, fwd, bwd, cfg.flow_match)
+        return self._as_correspondences(sel, m, stats)
+
+    @staticmethod
+    def _as_correspondences(sel: np.ndarray, m, stats: dict) -> Correspondences | None:
+        """Flow matches (rows into the sample subset `sel`) as Correspondences of model sample ids; counts them
+        in stats["flow_correspondences"]; None when there are none."""
         stats["flow_correspondences"] = int(len(m.rows))
         if len(m.rows) == 0:
             return None
