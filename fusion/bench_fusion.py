@@ -26,20 +26,28 @@ from fusion.frame import RGBDFrame
 from fusion.motion import MotionEstimator
 
 
-def scene_frames(n: int, width: int = 640, height: int = 480) -> tuple[list[RGBDFrame], Any]:
-    """The first `n` frames of the bundled synthetic sample scene at width x height, and its ground truth
-    (`fusion.pipeline.GroundTruth`, vertices per frame in the camera frame)."""
+def scene_and_truth(name: str, n: int, width: int = 640, height: int = 480) -> tuple[Any, Any]:
+    """The bundled sample's scene settings with the object `name` ("cloth", "cylinder", "humanoid"), n frames
+    at width x height, and its ground truth (`fusion.pipeline.GroundTruth`, vertices per frame in the camera
+    frame). Returns (scene, ground truth); frames are rendered on demand (`scene.render(i)`)."""
     from dataclasses import replace
 
     from fusion.pipeline import GroundTruth
     from fusion.synthetic.make_sample import SAMPLE_CONFIG
     from fusion.synthetic.scene import make_scene
 
-    cfg = replace(SAMPLE_CONFIG, width=width, height=height, n_frames=max(n, 1))
-    scene = make_scene(cfg)
-    frames = [scene.render(i) for i in range(n)]
+    scene = make_scene(replace(SAMPLE_CONFIG, name=name, width=width, height=height, n_frames=max(n, 1)))
     gt = GroundTruth(np.stack([scene.vertices_at(i) for i in range(n)]), scene.mesh_at(0)[1])
-    return frames, gt
+    return scene, gt
+
+
+def scene_frames(n: int, width: int = 640, height: int = 480) -> tuple[list[RGBDFrame], Any]:
+    """The first `n` frames of the bundled synthetic sample scene at width x height, and its ground truth
+    (`fusion.pipeline.GroundTruth`, vertices per frame in the camera frame)."""
+    from fusion.synthetic.make_sample import SAMPLE_CONFIG
+
+    scene, gt = scene_and_truth(SAMPLE_CONFIG.name, n, width, height)
+    return [scene.render(i) for i in range(n)], gt
 
 
 class _Open3dTSDF:
@@ -237,25 +245,24 @@ def scene_run(name: str, n_frames: int, make_estimator: Callable[[Any], MotionEs
     the graph's node count after the first and the last frame (`nodes_first`, `nodes`: phantom surface fused
     from misaligned depth makes the graph grow), `live_coverage` (fraction of the last frame's observed depth
     within 2 cm of the tracked model: a tracker that lost the object leaves it uncovered) and `finite`."""
-    from dataclasses import replace
+    from fusion.pipeline import FusionConfig, FusionPipeline
 
-    from fusion.pipeline import FusionConfig, FusionPipeline, GroundTruth
-    from fusion.synthetic.make_sample import SAMPLE_CONFIG
-    from fusion.synthetic.scene import make_scene
-
-    scene = make_scene(replace(SAMPLE_CONFIG, name=name, n_frames=n_frames))
-    gt = GroundTruth(np.stack([scene.vertices_at(i) for i in range(n_frames)]), scene.mesh_at(0)[1])
+    scene, gt = scene_and_truth(name, n_frames)
     pipe = FusionPipeline(FusionConfig(voxel_size=voxel, processing_size=size), make_estimator(gt))
-    nodes_first, finite, last = None, True, None
-    for i in range(n_frames):
-        last = scene.render(i)
-        res = pipe.process(last)
-        if res.ok:
-            pipe._gt_observe(last, gt)
-        if nodes_first is None and pipe.graph.num_nodes:
-            nodes_first = pipe.graph.num_nodes
-        finite &= bool(np.isfinite(pipe.motion.rotations).all() and np.isfinite(pipe.motion.translations).all())
-    rep = pipe.report(gt)
+    seen = {"nodes_first": None, "finite": True, "last": None}
+
+    def frames():  # rendered one at a time: 300 frames at 640x480 would not fit comfortably in memory
+        for i in range(n_frames):
+            seen["last"] = scene.render(i)
+            yield seen["last"]
+
+    def after_frame(_: int) -> None:
+        if seen["nodes_first"] is None and pipe.graph.num_nodes:
+            seen["nodes_first"] = pipe.graph.num_nodes
+        seen["finite"] &= bool(np.isfinite(pipe.motion.rotations).all() and np.isfinite(pipe.motion.translations).all())
+
+    rep = pipe.run(frames(), groundtruth=gt, progress=after_frame)
+    nodes_first, finite, last = seen["nodes_first"], seen["finite"], seen["last"]
     cover = live_depth_coverage(pipe, last) if last is not None else None
     return {"frames": n_frames, "fps": rep["fps"], "skipped": rep["frames_skipped"],
             "geometry_error_mm": rep.get("geometry_error_mm"), "deformation_error_mm": rep.get("deformation_error_mm"),

@@ -5,14 +5,11 @@ or the canonical volume filling with phantom surface. Accuracy against ground tr
 `nrstudio bench` (fusion section), not asserted here."""
 from __future__ import annotations
 
-from dataclasses import replace
-
 import numpy as np
 import pytest
 
+from fusion.bench_fusion import scene_and_truth
 from fusion.pipeline import FusionConfig, FusionPipeline
-from fusion.synthetic.make_sample import SAMPLE_CONFIG
-from fusion.synthetic.scene import make_scene
 from tracker.classical import ClassicalTracker, ClassicalTrackerConfig
 
 FRAMES = 300
@@ -26,7 +23,7 @@ HUMANOID_DIVERGES = pytest.mark.xfail(
 
 @pytest.mark.parametrize("name", ["cloth", "cylinder", pytest.param("humanoid", marks=HUMANOID_DIVERGES)])
 def test_no_divergence_over_300_frames(name):
-    scene = make_scene(replace(SAMPLE_CONFIG, name=name, width=160, height=120, n_frames=FRAMES))
+    scene, _ = scene_and_truth(name, FRAMES, 160, 120)
     cfg = FusionConfig(device="cpu", backend="numba")
     rms: list[float] = []
     pipe = FusionPipeline(cfg, ClassicalTracker(ClassicalTrackerConfig()),
