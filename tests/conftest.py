@@ -82,3 +82,18 @@ def cancel_on_progress(qtbot, job, cue: str, timeout_ms: int) -> tuple[list[str]
         job.start()
     job.thread.wait(5000)
     return seen, done
+
+
+def cancel_panel_at_first_report(qtbot, panel, timeout_ms: int) -> None:
+    """Run a ShapePanel and press Cancel at its job's first progress report (a direct connection: inside
+    the job's thread); returns once the panel says the job was cancelled."""
+    from PySide6 import QtCore
+
+    job = None
+
+    def cancel_now(f: float, text: str) -> None:
+        job.cancel()
+
+    with qtbot.waitSignal(panel.jobCancelled, timeout=timeout_ms):
+        job = panel.run()
+        job.progress.connect(cancel_now, QtCore.Qt.ConnectionType.DirectConnection)

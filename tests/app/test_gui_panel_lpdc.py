@@ -20,6 +20,7 @@ pytestmark = [
 ]
 
 import app.gui  # noqa: E402,F401  (sets Qt's shared-GL-context attribute before pytest-qt makes the QApplication)
+from tests.conftest import cancel_panel_at_first_report  # noqa: E402
 
 WAIT = 120_000
 FRAMES = ("mesh_0000.obj", "mesh_0040.obj", "mesh_0080.obj")  # first, middle, last of the 17-frame window
@@ -108,8 +109,6 @@ def test_lpdc_panel_runs_plays_and_exports(panel, samba_files, qtbot, tmp_path):
 
 
 def test_lpdc_panel_cancel_and_bad_input(panel, samba_files, qtbot):
-    from PySide6 import QtCore
-
     from app.gui.captures import Capture
     from app.gui.panel_lpdc import choose_up, window_clouds
     from fusion.errors import InputError
@@ -117,14 +116,7 @@ def test_lpdc_panel_cancel_and_bad_input(panel, samba_files, qtbot):
     p = panel
     p.choosers["Sequence"].add_files(samba_files[:2])
     # Cancel pressed at the first progress report (inside the job's thread)
-    job = None
-
-    def cancel_now(f: float, text: str) -> None:
-        job.cancel()
-
-    with qtbot.waitSignal(p.jobCancelled, timeout=WAIT):
-        job = p.run()
-        job.progress.connect(cancel_now, QtCore.Qt.ConnectionType.DirectConnection)
+    cancel_panel_at_first_report(qtbot, p, WAIT)
     assert p.bar.format() == "cancelled" and p.run_btn.isEnabled() and p.result is None
     # one frame only: a clear message, no crash
     p.choosers["Sequence"].set_checked(p.choosers["Sequence"].files[:1])

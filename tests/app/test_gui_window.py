@@ -21,6 +21,7 @@ pytestmark = [
 ]
 
 import app.gui  # noqa: E402,F401  (sets Qt's shared-GL-context attribute before pytest-qt makes the QApplication)
+from tests.conftest import cancel_panel_at_first_report  # noqa: E402
 from fusion.paths import ASSETS  # noqa: E402
 
 SAMPLE = ASSETS / "sample.db3"
@@ -160,11 +161,8 @@ def test_export_writes_readable_files(window, qtbot, tmp_path):
     assert len(list((tmp_path / "seq2").glob("*.ply"))) == 1  # cancelled after the first file
 
 
-def test_captures_save_and_load(window, qtbot, tmp_path):
-    from app.gui.captures import load_captures
-
-    win = window
-    _ensure_model(win, qtbot)
+def _capture_two_frames(win, qtbot) -> None:
+    """Capture the current fused surface, play one frame, capture again (two new captures)."""
     n0 = len(win.captures)
     win.host.send("capture", {"every": 0})
     qtbot.waitUntil(lambda: len(win.captures) == n0 + 1, timeout=WAIT)
@@ -173,6 +171,14 @@ def test_captures_save_and_load(window, qtbot, tmp_path):
     qtbot.waitUntil(lambda: not win.state.get("playing") and win.mesh_updates > m1, timeout=WAIT)
     win.host.send("capture", {"every": 0})
     qtbot.waitUntil(lambda: len(win.captures) == n0 + 2, timeout=WAIT)
+
+
+def test_captures_save_and_load(window, qtbot, tmp_path):
+    from app.gui.captures import load_captures
+
+    win = window
+    _ensure_model(win, qtbot)
+    _capture_two_frames(win, qtbot)
     a, b = win.captures.items[-2:]
     assert a.num_points > 500 and a.normals is not None and a.colors is not None
     assert a.track_ids is not None and len(np.unique(a.track_ids)) > 0.9 * a.num_points
@@ -199,21 +205,12 @@ def test_captures_save_and_load(window, qtbot, tmp_path):
 
 
 def test_compare_panel_runs_and_cancels(window, qtbot):
-    from PySide6 import QtCore
-
     from models.common.metrics import chamfer_l1
 
     win = window
     if len(win.captures) < 2:
         _ensure_model(win, qtbot)
-        n0 = len(win.captures)
-        win.host.send("capture", {"every": 0})
-        qtbot.waitUntil(lambda: len(win.captures) == n0 + 1, timeout=WAIT)
-        m1 = win.mesh_updates
-        win.play(frames=1)
-        qtbot.waitUntil(lambda: not win.state.get("playing") and win.mesh_updates > m1, timeout=WAIT)
-        win.host.send("capture", {"every": 0})
-        qtbot.waitUntil(lambda: len(win.captures) == n0 + 2, timeout=WAIT)
+        _capture_two_frames(win, qtbot)
     panel = win.panels.panels["compare"]
     a, b = win.captures.items[-2], win.captures.items[-1]
     panel.choosers["A"].select_capture(len(win.captures) - 2)
@@ -231,14 +228,7 @@ def test_compare_panel_runs_and_cancels(window, qtbot):
     assert panel.table.rowCount() == len(res.summary)
     assert panel.export_btn.isEnabled()
     # cancel: pressed at the first progress report (direct connection: inside the job's thread)
-    job2 = None
-
-    def cancel_now(f: float, text: str) -> None:
-        job2.cancel()
-
-    with qtbot.waitSignal(panel.jobCancelled, timeout=WAIT):
-        job2 = panel.run()
-        job2.progress.connect(cancel_now, QtCore.Qt.ConnectionType.DirectConnection)
+    cancel_panel_at_first_report(qtbot, panel, WAIT)
     assert panel.bar.format() == "cancelled" and panel.run_btn.isEnabled()
     assert panel.result is res  # the previous result stays
 
