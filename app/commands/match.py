@@ -3,7 +3,9 @@
 MAP: one line per TARGET vertex holding its SOURCE vertex index (0-based), written atomically.
 --gt-map uses the same layout. The report holds geodesic_error (mean geodesic distance on the source
 between predicted and true match / sqrt(source area)), seconds, and the same under `baselines` for
-WKS + ZoomOut (no learning) and the deep functional map without the prior.
+WKS + ZoomOut (no learning) and the deep functional map without the prior, plus the WKS solve with the
+orientation term (`wks_orient_zoomout`, a diagnostic); every method also reports the orientation energy
+of its map (models/diffumatch/orientation.py).
 """
 from __future__ import annotations
 
@@ -67,11 +69,11 @@ def run(args: argparse.Namespace) -> int:
     report = {"src": str(args.src), "tgt": str(args.tgt), "out": str(args.out), "device": str(dev), **res}
     ge = res["geodesic_error"]
     print(f"map: {args.out} ({res['n_target']} target vertices -> {res['n_source']} source vertices)")
-    print(f"diffumatch   geodesic_error {ge if ge is None else round(ge, 4)}   seconds {res['seconds']:.1f}"
+    print(f"{'diffumatch':<18s} geodesic_error {ge if ge is None else round(ge, 4)}   seconds {res['seconds']:.1f}"
           f"   cpu_seconds {res['cpu_seconds']:.1f}")
     for name, b in res.get("baselines", {}).items():
         e = b["geodesic_error"]
-        print(f"{name:<12s} geodesic_error {e if e is None else round(e, 4)}   seconds {b['seconds']:.1f}"
+        print(f"{name:<18s} geodesic_error {e if e is None else round(e, 4)}   seconds {b['seconds']:.1f}"
               f"   cpu_seconds {b['cpu_seconds']:.1f}")
     sys.stdout.flush()
     write_report(args.report, report)

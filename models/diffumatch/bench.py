@@ -50,8 +50,9 @@ hides how often a deep functional map falls into a wrong basin (e.g. deep_fm see
 
 
 def run_bench(quick: bool) -> dict:
-    """Bench figures: per pair and seed geodesic errors + CPU / wall seconds of the three methods, the
-    oracle floor (ZoomOut from the ground truth), and means over pairs and seeds."""
+    """Bench figures: per pair and seed geodesic errors + CPU / wall seconds of DiffuMatch, the two
+    baselines and the WKS solve with the orientation term (a diagnostic), the oracle floor (ZoomOut from
+    the ground truth), orientation energies of the output maps, and means over pairs and seeds."""
     import torch
 
     from .matching import MatchConfig, match_files
@@ -69,9 +70,15 @@ def run_bench(quick: bool) -> dict:
     out: dict = {"device": "cpu (1 torch thread)", "steps": cfg.steps, "seeds": list(seeds),
                  "tuning_pairs": [f"{i}_to_{j}" for i, j in TUNING_PAIRS],
                  "sds": {"w_sds": cfg.w_sds, "sigma": [cfg.sds_sigma_min, cfg.sds_sigma_max], "schedule": cfg.sds_schedule,
-                         "samples": cfg.sds_samples}, "pairs": {}}
-    methods = ("diffumatch", "wks_zoomout", "deep_fm")
-    rows = []  # one per (pair, seed): errors, CPU seconds, wall seconds, medians (3 methods each), oracle
+                         "samples": cfg.sds_samples},
+                 "orientation": {"w_orient_fmreg_both_deep_pipelines": cfg.w_orient, "w_orient_loss": cfg.w_orient_loss,
+                                 "n_orient_wks": cfg.n_orient, "wks_zoomout": cfg.w_orient_baseline,
+                                 "wks_orient_zoomout": cfg.w_orient_classic}, "pairs": {}}
+    methods = ("diffumatch", "wks_zoomout", "deep_fm", "wks_orient_zoomout")
+    n = len(methods)
+    # one row per (pair, seed): errors, CPU seconds, wall seconds, medians, orientation energies (n methods
+    # each), oracle
+    rows = []
     for name, s, t, g in pairs:
         pair: dict = {"per_seed": {m: [] for m in methods}}
         for seed in seeds:
@@ -84,25 +91,26 @@ def run_bench(quick: bool) -> dict:
             f = {"diffumatch": r, **r["baselines"]}
             for m in methods:
                 pair["per_seed"][m].append(f[m]["geodesic_error"])
-            rows.append([f[m]["geodesic_error"] for m in methods] + [f[m]["cpu_seconds"] for m in methods]
-                        + [f[m]["seconds"] for m in methods] + [f[m]["geodesic_error_median"] for m in methods]
-                        + [r["oracle_gt_zoomout"]])
+            rows.append([f[m][key] for key in ("geodesic_error", "cpu_seconds", "seconds", "geodesic_error_median",
+                                               "orientation_energy") for m in methods] + [r["oracle_gt_zoomout"]])
         pair["mean_over_seeds"] = {m: float(np.mean(v)) for m, v in pair["per_seed"].items()}
         pair["oracle_gt_zoomout"] = pair["first_seed"]["oracle_gt_zoomout"]
         e = pair["mean_over_seeds"]
         pair["diffumatch_below_both"] = bool(e["diffumatch"] < min(e["wks_zoomout"], e["deep_fm"]))
+        pair["oracle_per_seed"] = [row[-1] for row in rows[-len(seeds):]]
         out["pairs"][name] = pair
     a = np.array(rows, dtype=float)
 
-    def by_method(col: int) -> dict:
-        return {m: float(a[:, col + i].mean()) for i, m in enumerate(methods)}
+    def by_method(block: int) -> dict:
+        return {m: float(a[:, block * n + i].mean()) for i, m in enumerate(methods)}
 
     out["mean_geodesic_error"] = by_method(0)  # over pairs and seeds
     out["worst_pair_seed_geodesic_error"] = {m: float(a[:, i].max()) for i, m in enumerate(methods)}
-    out["mean_oracle_gt_zoomout"] = float(a[:, 12].mean())
-    out["mean_of_median_geodesic_error"] = by_method(9)
-    out["cpu_seconds_per_pair"] = by_method(3)
-    out["wall_seconds_per_pair"] = by_method(6)
+    out["mean_oracle_gt_zoomout"] = float(a[:, -1].mean())
+    out["mean_of_median_geodesic_error"] = by_method(3)
+    out["cpu_seconds_per_pair"] = by_method(1)
+    out["wall_seconds_per_pair"] = by_method(2)
+    out["mean_orientation_energy"] = by_method(4)
     m = out["mean_geodesic_error"]
     out["diffumatch_below_both_baselines"] = bool(m["diffumatch"] < min(m["wks_zoomout"], m["deep_fm"]))
     out["gt_note"] = "cat->lion: approximate TOSCA map; camel pairs: noisy maps/I_to_J (error floor > 0, see oracle_gt_zoomout)"

@@ -28,7 +28,8 @@ from fusion.device import torch_device
 from fusion.errors import NRStudioError
 
 from . import fmaps
-from .network import DiffusionNet, ShapeOps, fmreg, input_channels
+from .network import DiffusionNet, ShapeOps, fmreg, fmreg_oriented, input_channels
+from .orientation import normalise_pair, orientation_energy, orientation_ops, orientation_quadratic, solve_fm_oriented
 from .prior import Denoiser, sds_loss
 from .spectral import SpectralConfig, SpectralShape, prepare_shape
 
@@ -76,16 +77,31 @@ class MatchConfig:
     w_bij: float = 1.0
     w_orth: float = 0.0
     w_proper: float = 1.0
+    w_orient: float = 1.0
+    """weight of the orientation-preserving term (orientation.py; Ren et al. 2018) inside the FMReg solve
+    of BOTH deep pipelines (optimisation and final map): + w_orient mean_c ||FM_12 D1_c - D2_c FM_12||^2
+    in the solve's energy (a k^2 x k^2 system; 0 = the plain row-wise FMReg)."""
+    w_orient_loss: float = 0.0
+    """weight of the same orientation energy as a loss on FM_12 and FM_21 (instead of / besides the solve)."""
+    n_orient: int = 16
+    """WKS descriptors whose orientation operators enter the orientation term (every other one of the
+    network's 32 WKS energies)."""
     mask: str = "prior"
     """'prior' (derived from the denoiser) or 'laplacian' (resolvent mask)."""
     n_wks_baseline: int = 100
     lam_baseline: float = 1e-2
+    w_orient_baseline: float = 0.0
+    """orientation weight of the classical WKS solve (`wks_zoomout`): 0 = the plain baseline (pyFM's
+    example pipeline leaves its orientation term off); `wks_orient_zoomout` uses `w_orient_classic`."""
+    w_orient_classic: float = 1.0
+    """chosen on the tuning pairs (assets/diffumatch/orient_tuning.jsonl; 100 hurts, 1 and 10 tie)."""
     seed: int = 0
     device: str = "auto"
 
 
 def deep_baseline_config(cfg: MatchConfig) -> MatchConfig:
-    """The deep functional map without the prior: no SDS, Laplacian mask, orthogonality loss on."""
+    """The deep functional map without the prior: no SDS, Laplacian mask, orthogonality loss on; every
+    other term (bijectivity, proper map, orientation) as in DiffuMatch."""
     return replace(cfg, w_sds=0.0, mask="laplacian", w_orth=1.0)
 
 
@@ -154,9 +170,24 @@ def _refine(FM_12: np.ndarray, s1: SpectralShape, s2: SpectralShape, cfg: MatchC
     return fmaps.zoomout(FM_12, s1.evecs, s2.evecs, cfg.k_final, cfg.zoomout_step, sub=sub)
 
 
+def orientation_pair(s1: SpectralShape, s2: SpectralShape, cfg: MatchConfig) -> tuple[np.ndarray, np.ndarray]:
+    """Orientation operators (D1 [n_orient, k, k], D2 [n_orient, k, k]) of corresponding WKS descriptors
+    on the two shapes (the same WKS as the network input: 32 energies from the first k_diff eigenpairs,
+    unit L2(M) norm, every 32 // n_orient-th one), each pair scaled by `orientation.normalise_pair`."""
+    from .spectral import wks
+
+    def ops(s: SpectralShape) -> np.ndarray:
+        w = wks(s.evals[: cfg.k_diff], s.evecs[:, : cfg.k_diff], 32)
+        w = w / np.sqrt((s.mass[:, None] * w**2).sum(0, keepdims=True))
+        return orientation_ops(s, w[:, :: max(1, 32 // cfg.n_orient)][:, : cfg.n_orient], cfg.k)
+
+    return normalise_pair(ops(s1), ops(s2))
+
+
 def wks_zoomout(P1: PreparedShape, P2: PreparedShape, cfg: MatchConfig = MatchConfig(),
                 progress: Progress | None = None, cancel: Cancel | None = None) -> MatchResult:
-    """Baseline without learning: WKS descriptors, regularised solve (Laplacian mask), ZoomOut."""
+    """Baseline without learning: WKS descriptors, regularised solve (Laplacian mask; with
+    cfg.w_orient_baseline > 0 also the orientation term, solved exactly), ZoomOut."""
     from .spectral import wks
 
     t0, c0 = time.perf_counter(), time.process_time()
@@ -170,7 +201,11 @@ def wks_zoomout(P1: PreparedShape, P2: PreparedShape, cfg: MatchConfig = MatchCo
     A = s1.evecs[:, :k].T @ (s1.mass[:, None] * d1)
     B = s2.evecs[:, :k].T @ (s2.mass[:, None] * d2)
     mask = fmaps.laplacian_mask(s1.evals[:k], s2.evals[:k])
-    C = fmaps.solve_fm(A, B, mask, cfg.lam_baseline)
+    if cfg.w_orient_baseline > 0:
+        D1, D2 = orientation_pair(s1, s2, cfg)
+        C = solve_fm_oriented(A, B, mask, cfg.lam_baseline, D1, D2, cfg.w_orient_baseline)
+    else:
+        C = fmaps.solve_fm(A, B, mask, cfg.lam_baseline)
     if progress:
         progress(0.3, "WKS map solved; ZoomOut")
     if cancel and cancel():
@@ -212,6 +247,21 @@ def _proper(C: torch.Tensor, oa: ShapeOps, ob: ShapeOps, k: int) -> torch.Tensor
     return torch.as_tensor(P, dtype=C.dtype, device=C.device)
 
 
+def _orient_quadratics(s1: SpectralShape, s2: SpectralShape, cfg: MatchConfig,
+                       dev: torch.device) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+    """(Q_12, Q_21) [k^2, k^2] of the orientation term in the FMReg solves (None, None when w_orient = 0)."""
+    if not cfg.w_orient:
+        return None, None
+    D1, D2 = orientation_pair(s1, s2, cfg)
+    return (torch.as_tensor(orientation_quadratic(a, b, cfg.w_orient), dtype=torch.float32, device=dev)
+            for a, b in ((D1, D2), (D2, D1)))
+
+
+def _solve(F1: torch.Tensor, F2: torch.Tensor, o1: ShapeOps, o2: ShapeOps, k: int, mask: torch.Tensor, lam: float,
+           Q: torch.Tensor | None) -> torch.Tensor:
+    return fmreg(F1, F2, o1, o2, k, mask, lam) if Q is None else fmreg_oriented(F1, F2, o1, o2, k, mask, lam, Q)
+
+
 def sds_sigma_range(cfg: MatchConfig, step: int) -> tuple[float, float]:
     """(sigma_min, sigma_max) of the SDS noise levels at optimisation step `step` (cfg.sds_schedule)."""
     if cfg.sds_schedule == "uniform":
@@ -229,7 +279,9 @@ def optimise_features(P1: PreparedShape, P2: PreparedShape, cfg: MatchConfig, pr
     """Per-pair optimisation of a fresh feature net on the decimated shapes; returns (net, loss history).
 
     Loss = w_sds (SDS(FM_12) + SDS(FM_21)) + w_bij ||FM_12 FM_21 - I||^2 + w_orth (||FM^T FM - I||^2 both
-    ways) + w_proper (||FM_12 - FM(p2p(FM_12))||^2 + same for 21). SDS needs `prior`.
+    ways) + w_proper (||FM_12 - FM(p2p(FM_12))||^2 + same for 21) + w_orient_loss (mean_c ||FM_12 D1_c -
+    D2_c FM_12||^2 + same for 21; orientation operators of WKS, `orientation_pair`). With w_orient > 0
+    the maps come from the oriented FMReg solve (`network.fmreg_oriented`). SDS needs `prior`.
     """
     dev = _device(cfg.device)
     torch.manual_seed(cfg.seed)
@@ -244,19 +296,25 @@ def optimise_features(P1: PreparedShape, P2: PreparedShape, cfg: MatchConfig, pr
     eye = torch.eye(k, device=dev)
     if prior is not None:
         prior = prior.to(dev)
+    if cfg.w_orient_loss:
+        D1, D2 = (torch.as_tensor(D, dtype=torch.float32, device=dev) for D in orientation_pair(P1.low, P2.low, cfg))
+    Q12, Q21 = _orient_quadratics(P1.low, P2.low, cfg, dev)
     hist: list[float] = []
     for step in range(cfg.steps):
         if cancel and cancel():
             raise MatchCancelled("matching cancelled")
         F1 = _normalise(net(x1, o1), o1)
         F2 = _normalise(net(x2, o2), o2)
-        C12 = fmreg(F1, F2, o1, o2, k, m12, cfg.lam)
-        C21 = fmreg(F2, F1, o2, o1, k, m21, cfg.lam)
+        C12 = _solve(F1, F2, o1, o2, k, m12, cfg.lam, Q12)
+        C21 = _solve(F2, F1, o2, o1, k, m21, cfg.lam, Q21)
         loss = cfg.w_bij * (((C12 @ C21 - eye) ** 2).sum() + ((C21 @ C12 - eye) ** 2).sum())
         if cfg.w_orth:
             loss = loss + cfg.w_orth * (((C12.T @ C12 - eye) ** 2).sum() + ((C21.T @ C21 - eye) ** 2).sum())
         if cfg.w_proper:
             loss = loss + cfg.w_proper * (((C12 - _proper(C12, o1, o2, k)) ** 2).sum() + ((C21 - _proper(C21, o2, o1, k)) ** 2).sum())
+        if cfg.w_orient_loss:
+            l_or = ((C12 @ D1 - D2 @ C12) ** 2).sum() + ((C21 @ D2 - D1 @ C21) ** 2).sum()
+            loss = loss + cfg.w_orient_loss * l_or / len(D1)
         if cfg.w_sds and prior is not None:
             lo, hi = sds_sigma_range(cfg, step)
             l_sds = cfg.w_sds * sds_loss(prior, torch.stack([C12, C21]), lo, hi, cfg.sds_samples, gen) * 2
@@ -289,10 +347,11 @@ def match_pair(P1: PreparedShape, P2: PreparedShape, cfg: MatchConfig = MatchCon
     o1 = ShapeOps.from_shape(P1.full, cfg.k_diff, device=dev)
     o2 = ShapeOps.from_shape(P2.full, cfg.k_diff, device=dev)
     m12, _ = _masks(cfg, prior, o1, o2)
+    Q12, _ = _orient_quadratics(P1.full, P2.full, cfg, dev)
     with torch.no_grad():
         F1 = _normalise(net(o1.inputs(cfg.input), o1), o1)
         F2 = _normalise(net(o2.inputs(cfg.input), o2), o2)
-        C12 = fmreg(F1, F2, o1, o2, cfg.k, m12, cfg.lam).cpu().numpy().astype(np.float64)
+        C12 = _solve(F1, F2, o1, o2, cfg.k, m12, cfg.lam, Q12).cpu().numpy().astype(np.float64)
     if cancel and cancel():
         raise MatchCancelled("matching cancelled")
     if progress:
@@ -327,7 +386,12 @@ def match_files(src: str | Path, tgt: str | Path, cfg: MatchConfig, prior: Denoi
     source between predicted and true match / sqrt(source area)), "seconds": float (DiffuMatch matching
     wall time, preprocessing excluded), "cpu_seconds" (its process CPU time), "geodesic_error_median", "geodesic_error_before_zoomout" (of the
     k x k map's own p2p), "preprocess_seconds", "n_eval", "n_source", "n_target", "final_loss",
-    "baselines": {"wks_zoomout": {...}, "deep_fm": {...}} with the same per-method keys}. With `oracle`
+    "orientation_energy" / "orientation_energy_reversing" (orientation.orientation_energy of the k x k map
+    of the output p2p with the commuting / anticommuting sign: small / large for an orientation-preserving
+    map, the reverse for a left/right flip; needs no ground truth),
+    "baselines": {"wks_zoomout": {...}, "deep_fm": {...}, "wks_orient_zoomout": {...}} with the same
+    per-method keys (wks_orient_zoomout: the WKS solve with the orientation term, w_orient_classic, a
+    diagnostic beside the plain baseline)}. With `oracle`
     and a ground truth, also "oracle_gt_zoomout": the error of ZoomOut started from the ground truth's own
     k x k functional map (the floor that a ZoomOut-refined map reaches against a noisy ground truth).
     InputError for unreadable files or a ground truth that does not fit the shapes.
@@ -358,8 +422,15 @@ def match_files(src: str | Path, tgt: str | Path, cfg: MatchConfig, prior: Denoi
     n_methods = 3 if baselines else 1
     res = {"diffumatch": diffumatch(P1, P2, prior, cfg, sub(0.05, 0.05 + 0.85 / n_methods), cancel)}
     if baselines:
-        res["wks_zoomout"] = wks_zoomout(P1, P2, cfg, sub(0.05 + 0.85 / 3, 0.05 + 0.85 / 3 + 0.05), cancel)
+        res["wks_zoomout"] = wks_zoomout(P1, P2, cfg, sub(0.05 + 0.85 / 3, 0.05 + 0.85 / 3 + 0.02), cancel)
+        res["wks_orient_zoomout"] = wks_zoomout(P1, P2, replace(cfg, w_orient_baseline=cfg.w_orient_classic),
+                                                sub(0.05 + 0.85 / 3 + 0.02, 0.05 + 0.85 / 3 + 0.05), cancel)
         res["deep_fm"] = deep_fm(P1, P2, cfg, sub(0.05 + 0.85 / 3 + 0.05, 0.9), cancel)
+    D1, D2 = orientation_pair(P1.full, P2.full, cfg)
+
+    def orient_e(p2p: np.ndarray, reversing: bool) -> float:  # no ground truth: energy of the k x k map of p2p
+        C = fmaps.p2p_to_fm(p2p, P1.full.evecs[:, : cfg.k], P2.full.evecs[:, : cfg.k], P2.full.mass)
+        return orientation_energy(C, D1, D2, reversing)
     errs: dict = {}
     if gt is not None:
         if progress:
@@ -379,6 +450,8 @@ def match_files(src: str | Path, tgt: str | Path, cfg: MatchConfig, prior: Denoi
         return {"geodesic_error": errs[name]["mean"] if errs else None,
                 "geodesic_error_median": errs[name]["median"] if errs else None,
                 "geodesic_error_before_zoomout": errs[f"{name}/init"]["mean"] if f"{name}/init" in errs else None,
+                "orientation_energy": orient_e(res[name].p2p_21, False),
+                "orientation_energy_reversing": orient_e(res[name].p2p_21, True),
                 "seconds": res[name].seconds, "cpu_seconds": res[name].cpu_seconds}
 
     out = {
@@ -391,7 +464,8 @@ def match_files(src: str | Path, tgt: str | Path, cfg: MatchConfig, prior: Denoi
         "final_loss": res["diffumatch"].history[-1] if res["diffumatch"].history else None,
     }
     if baselines:
-        out["baselines"] = {"wks_zoomout": fig("wks_zoomout"), "deep_fm": fig("deep_fm")}
+        out["baselines"] = {"wks_zoomout": fig("wks_zoomout"), "deep_fm": fig("deep_fm"),
+                            "wks_orient_zoomout": fig("wks_orient_zoomout")}
     if oracle and errs:
         out["oracle_gt_zoomout"] = errs["oracle"]["mean"]
     return out

@@ -140,6 +140,21 @@ def fmreg(F1: torch.Tensor, F2: torch.Tensor, ops1: ShapeOps, ops2: ShapeOps, k:
     return torch.linalg.solve(lhs, BAt[:, :, None])[:, :, 0]
 
 
+def fmreg_oriented(F1: torch.Tensor, F2: torch.Tensor, ops1: ShapeOps, ops2: ShapeOps, k: int, mask: torch.Tensor,
+                   lam: float, Q: torch.Tensor) -> torch.Tensor:
+    """FMReg solve with the orientation term of Ren et al. 2018 (differentiable): FM_12 [k, k] =
+    argmin_C ||C A - B||^2 + lam sum_ij mask_ij C_ij^2 + vec(C)^T Q vec(C), with Q [k^2, k^2]
+    (column-major vec) = orientation.orientation_quadratic of the shapes' orientation operators. The
+    orientation term couples the rows of C: one dense k^2 x k^2 solve. Numpy reference:
+    orientation.solve_fm_oriented."""
+    A = ops1.evecs[:, :k].T @ (ops1.mass[:, None] * F1)
+    B = ops2.evecs[:, :k].T @ (ops2.mass[:, None] * F2)
+    eye = torch.eye(k, dtype=A.dtype, device=A.device)
+    H = torch.kron(A @ A.T, eye) + torch.diag(lam * mask.T.reshape(-1)) + Q
+    x = torch.linalg.solve(H, (B @ A.T).T.reshape(-1, 1))[:, 0]
+    return x.reshape(k, k).T
+
+
 def fmreg_reference(F1: np.ndarray, F2: np.ndarray, evecs1: np.ndarray, evecs2: np.ndarray, mass1: np.ndarray,
                     mass2: np.ndarray, mask: np.ndarray, lam: float) -> np.ndarray:
     """Slow numpy reference of `fmreg`: minimise the vectorised quadratic with one dense solve of size k^2."""

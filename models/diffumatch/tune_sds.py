@@ -1,6 +1,11 @@
-"""Choosing the SDS settings on HELD-OUT camel-gallop pairs (bench.TUNING_PAIRS; never an evaluation pair).
+"""Choosing the SDS and orientation settings on HELD-OUT camel-gallop pairs (bench.TUNING_PAIRS; never an
+evaluation pair).
 
     OMP_NUM_THREADS=1 nice -n 10 .venv/bin/python -m models.diffumatch.tune_sds > sds_tuning.jsonl
+    OMP_NUM_THREADS=1 nice -n 10 .venv/bin/python -m models.diffumatch.tune_sds orient 0 1 2 > orient_tuning.jsonl
+
+(the second: ORIENT_SETTINGS for the given seeds). A setting named "deep_fm..." applies its overrides
+to the deep baseline's config, "wks..." runs the classical WKS solve (+ ZoomOut) with its overrides.
 
 For every setting (a dict of MatchConfig overrides; "deep_fm" = the baseline) and tuning pair, one JSON
 line: geodesic errors of the final (ZoomOut) and of the 30 x 30 (pre-ZoomOut) map -- mean, median and
@@ -27,6 +32,22 @@ DEFAULT_SETTINGS: dict[str, dict] = {
     "w30": {"w_sds": 30.0},
     "w10_lo": {"w_sds": 10.0, "sds_sigma_max": 0.1},
 }
+
+ORIENT_SETTINGS: dict[str, dict] = {
+    "w1_or0": {"w_orient": 0.0},
+    "w1_or0.3": {"w_orient": 0.3},
+    "w1_or1": {"w_orient": 1.0},
+    "deep_fm_or0": {"w_orient": 0.0},
+    "deep_fm_or0.3": {"w_orient": 0.3},
+    "deep_fm_or1": {"w_orient": 1.0},
+    "w1_orloss10": {"w_orient": 0.0, "w_orient_loss": 10.0},
+    "wks_or0": {"w_orient_baseline": 0.0},
+    "wks_or1": {"w_orient_baseline": 1.0},
+    "wks_or10": {"w_orient_baseline": 10.0},
+    "wks_or100": {"w_orient_baseline": 100.0},
+}
+"""orientation weight in the FMReg solve of DiffuMatch (w1 = the default SDS) and of the deep baseline,
+the loss variant, and the weight of the classical WKS solve."""
 
 
 def tune(settings: dict[str, dict] = DEFAULT_SETTINGS, n_eval: int = 600, seed: int = 0) -> Iterator[dict]:
@@ -56,17 +77,27 @@ def tune(settings: dict[str, dict] = DEFAULT_SETTINGS, n_eval: int = 600, seed: 
         smooth = fmaps.fm_to_p2p(C90, s1.evecs, s2.evecs)
         inlier = np.array([dist[int(gt[j])][smooth[j]] < 0.2 for j in idx])
 
+        from .orientation import orientation_energy
+
+        D1, D2 = M.orientation_pair(s1, s2, base)
+
+        def orient(p: np.ndarray) -> float:
+            return orientation_energy(fmaps.p2p_to_fm(p, s1.evecs[:, :base.k], s2.evecs[:, :base.k], s2.mass), D1, D2)
+
         def err(p: np.ndarray) -> dict:
             e = np.array([dist[int(gt[j])][p[j]] for j in idx])
             return {"mean": float(e.mean()), "median": float(np.median(e)), "inlier_mean": float(e[inlier].mean())}
 
         ref = None
         for name, over in settings.items():
-            cfg, pr = (M.deep_baseline_config(base), None) if name == "deep_fm" else (replace(base, **over), prior)
+            if name.startswith("deep_fm"):
+                cfg, pr = replace(M.deep_baseline_config(base), **over), None
+            else:
+                cfg, pr = replace(base, **over), prior
             t0 = time.process_time()
-            r = M.match_pair(P1, P2, cfg, pr)
-            row = {"pair": f"{I}_to_{J}", "name": name, "over": over, "cpu_seconds": time.process_time() - t0,
-                   "final": err(r.p2p_21), "init": err(r.p2p_21_init),
+            r = M.wks_zoomout(P1, P2, cfg) if name.startswith("wks") else M.match_pair(P1, P2, cfg, pr)
+            row = {"pair": f"{I}_to_{J}", "name": name, "over": over, "seed": seed, "cpu_seconds": time.process_time() - t0,
+                   "final": err(r.p2p_21), "init": err(r.p2p_21_init), "orientation_energy_final": orient(r.p2p_21),
                    "sds_grad_ratio_mean": float(np.mean(r.sds_grad_ratio)) if r.sds_grad_ratio else 0.0,
                    "inlier_fraction": float(inlier.mean())}
             if name == "nosds":
@@ -78,8 +109,15 @@ def tune(settings: dict[str, dict] = DEFAULT_SETTINGS, n_eval: int = 600, seed: 
 
 
 if __name__ == "__main__":
+    import sys
+
     import torch
 
     torch.set_num_threads(1)
-    for row in tune():
-        print(json.dumps(row), flush=True)
+    if len(sys.argv) > 1 and sys.argv[1] == "orient":
+        for sd in [int(a) for a in sys.argv[2:]] or [0]:
+            for row in tune(ORIENT_SETTINGS, seed=sd):
+                print(json.dumps(row), flush=True)
+    else:
+        for row in tune():
+            print(json.dumps(row), flush=True)

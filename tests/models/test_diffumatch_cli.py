@@ -46,9 +46,12 @@ def test_match_cli_writes_map_and_report(pair, tmp_path):
     assert m.shape == (162,) and m.min() >= 0 and m.max() < 162
     r = json.loads(rep.read_text())
     assert r["n_target"] == 162 and 0 <= r["geodesic_error"] < 1.0 and r["seconds"] > 0
-    assert set(r["baselines"]) == {"wks_zoomout", "deep_fm"}
+    assert set(r["baselines"]) == {"wks_zoomout", "deep_fm", "wks_orient_zoomout"}
     for b in r["baselines"].values():
         assert 0 <= b["geodesic_error"] < 1.0 and b["seconds"] > 0
+        assert b["orientation_energy"] >= 0 and b["orientation_energy_reversing"] >= 0
+    # a self-match (identity ground truth, same shape) preserves orientation
+    assert r["orientation_energy"] < r["orientation_energy_reversing"]
     # --gt-map with the same identity map gives the same figure
     gt = tmp_path / "gt.txt"
     gt.write_text("".join(f"{i}\n" for i in range(162)))
