@@ -64,3 +64,26 @@ def test_frame_checks_and_resize():
     with pytest.raises(ValueError):
         RGBDFrame(0, 0.0, c[:10], d, K)
     assert clean_depth(np.array([np.nan, -1, 2.0]))[2] == 2.0
+
+
+def test_resized_depth_is_registered_with_color_and_keeps_edges():
+    """A plane z = a + b*u seen at 640x480: after a 2x reduction the depth at each output pixel equals the plane
+    at that pixel's centre (no quarter-pixel shift against the color); a step edge stays a step."""
+    from fusion.frame import resample_depth
+
+    u = np.arange(640, dtype=np.float32)
+    plane = np.tile(1.0 + 0.001 * u, (480, 1)).astype(np.float32)
+    r = resample_depth(plane, 320, 240)
+    uc = (np.arange(320) + 0.5) * 2 - 0.5  # input coordinate of the output centres
+    assert np.allclose(r[5], 1.0 + 0.001 * uc, atol=1e-5)
+    # color resized the same way samples the same point: a ramp image
+    ramp = np.tile(np.minimum(u, 255).astype(np.uint8)[:, None].repeat(3, 1)[None], (480, 1, 1))
+    f = RGBDFrame(0, 0.0, ramp, plane, K).resized(320, 240)
+    assert np.allclose(f.color[5, 10:120, 0], uc[10:120], atol=0.51)
+    step = np.where(u < 301, 1.0, 2.0).astype(np.float32)[None].repeat(480, 0)
+    rs = resample_depth(step, 320, 240)
+    assert set(np.unique(rs).tolist()) == {1.0, 2.0}  # no depth between the two surfaces
+    holes = plane.copy()
+    holes[:, 1::2] = 0
+    rh = resample_depth(holes, 320, 240)
+    assert (rh > 0).all() and np.allclose(rh[5], plane[5, 0::2], atol=1e-6)  # the valid neighbour, never 0
