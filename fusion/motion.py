@@ -25,6 +25,9 @@ class TrackingInput:
     model_anchors: int32 [M, 4] graph nodes each sample is skinned to (-1 = none).
     model_weights: float32 [M, 4] skinning weights (rows sum to 1 where any anchor is valid).
     model_colors: optional uint8 [M, 3].
+    canonical_frame: optional, the (preprocessed) frame the canonical volume was initialised from: it sees
+      the canonical surface at the identity motion, so a tracker can use its image as an exactly anchored
+      photometric reference (the fused model colours are blurred to the voxel size).
     """
 
     frame: RGBDFrame
@@ -35,6 +38,7 @@ class TrackingInput:
     model_anchors: np.ndarray
     model_weights: np.ndarray
     model_colors: np.ndarray | None = None
+    canonical_frame: RGBDFrame | None = None
 
 
 @dataclass

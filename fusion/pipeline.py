@@ -235,6 +235,7 @@ class FusionPipeline:
                                       float(config.node_coverage))
         self.motion = GraphMotion.identity(0)
         self.model: dict[str, np.ndarray] | None = None
+        self.canonical_frame: RGBDFrame | None = None  # the preprocessed frame the volume was initialised from
         self.sequence: WarpedMeshSequence | None = None
         self.frames_in = 0
         self.frames_fused = 0
@@ -301,6 +302,7 @@ class FusionPipeline:
         self.volume = TSDFVolume.from_frame(frame, cfg.volume_config(), backend=cfg.backend, device=cfg.device,
                                             use_mask=False)
         self.volume.integrate(frame)
+        self.canonical_frame = frame
         self.estimator.reset()
         self._try_build_graph()
         self._refresh_model()
@@ -345,7 +347,7 @@ class FusionPipeline:
         if self.graph.num_nodes > 0:
             m = self.model
             inp = TrackingInput(frame, self.graph, self.motion, m["points"], m["normals"], m["anchors"], m["weights"],
-                                m["colors"])
+                                m["colors"], self.canonical_frame)
             try:
                 out = self.estimator.estimate(inp)
             except Exception as e:  # a tracker bug or a singular system must not end the run

@@ -44,7 +44,7 @@ def track_sequence(scene_name: str, width: int, height: int, frames: int, config
     for j in range(1, frames + 1):
         frame = scene.render(j)
         t0, c0 = time.perf_counter(), time.process_time()
-        res = tracker.estimate(TrackingInput(frame, graph, motion, pts, nrm, anchors, weights, col))
+        res = tracker.estimate(TrackingInput(frame, graph, motion, pts, nrm, anchors, weights, col, canonical_frame=f0))
         wall.append(time.perf_counter() - t0)
         cpu.append(time.process_time() - c0)
         if res.ok:

@@ -34,7 +34,7 @@ from fusion.motion import TrackingInput, TrackingResult
 from fusion.warp import warp_normals, warp_points
 from tracker.association import live_geometry, projective_association
 from tracker.energy import (ArapEdges, ResidualBlock, arap_term_edges, depth_term, intensity_image_t,
-                            photometric_term, point_to_plane_term, reprojection_term, sample_bilinear_t, warp_parts)
+                            normalized_intensity_t, photometric_term, point_to_plane_term, reprojection_term, sample_bilinear_t, warp_parts)
 from tracker.flow import PRESETS as FLOW_PRESETS
 from tracker.flow import DenseFlow, FlowMatchConfig, cv2_threads, flow_matches, gray_u8
 from tracker.rigid import LiveGeometry, huber_confidence, rigid_icp
@@ -45,16 +45,33 @@ from tracker.solver import SolverConfig, lm_step
 class ClassicalTrackerConfig:
     """Settings of the classical tracker (defaults tuned for 320x240 .. 640x480 at a 5 cm graph).
 
+    The defaults (measured on the three synthetic scenes, 90 frames at 320x240; docs/dev/tracker_experiments.md):
+    a shading-normalised photometric term against the previous frame and an anchored keyframe (the
+    canonical frame first), facing-weighted; ARAP on the change since the previous frame; full
+    constant-velocity prediction, withheld from nodes without data.
+
     lambda_icp / lambda_arap: weights of the point-to-plane and ARAP terms.
     lambda_color / color_huber / color_blur: weight of the photometric term (0 disables it), its Huber
       threshold (intensity in [0, 1]) and the live image blur (pixels).
     color_reference: "+"-joined references among "previous", "model", "keyframe" ("both" = previous+model).
-      "keyframe": each sample's intensity in a fixed keyframe image (the first tracked frame, replaced when
-      fewer than keyframe_min_visible of the samples are visible in it): sharp and anchored, so tangential
+      "keyframe": each sample's intensity in a fixed keyframe image (TrackingInput.canonical_frame when given,
+      which sees the surface at the identity motion, else the first tracked frame; replaced by the current
+      frame when it sees less than keyframe_min_visible of what the live frame sees): sharp and anchored, so tangential
       drift does not accumulate frame after frame (the model colours are anchored too, but at 1 cm voxels
       they are blurred to ~3 px at 320x240). "previous" (each sample's intensity in the previous tracked frame: robust to shading
       that changes as the surface turns, but drifts), "model" (TrackingInput.model_colors: anchored, also
-      the fallback for the first frame after reset()) or "both" (lambda_color split between the two).
+      the fallback for the first frame after reset() when intensities are not normalised) or "both"
+      (previous+model); lambda_color is split evenly between the references in use.
+    color_normalize: sigma (pixels) of the local mean that every image intensity is divided by (0: raw
+      intensities). The synthetic scenes (and real cameras) shade a surface differently as it turns under
+      the light: raw intensities of the same surface point 20 frames apart correlate at only ~0.5 (cylinder,
+      measured), normalised ones at 0.98 where the surface faces the camera. With it, the image references
+      ("previous", "keyframe") are normalised the same way; the per-point "model" colours cannot be and are
+      not used.
+    color_min_facing: photometric rows are weighted by clip((cos - m) / (1 - m), 0, 1) of the angle between
+      the warped normal and the viewing ray, in the reference frame and in the live estimate (0: no
+      weighting); near the silhouette the appearance of a point changes with the view and its projection
+      is unstable.
     lambda_2d / lambda_depth: the NNRT correspondence terms (used only by `estimate_with_correspondences`;
       NNRT: 0.001, 1, with ARAP 1).
     arap_edge_weighting: scale ARAP rows by K * normalised graph edge weights (NNRT) instead of 1.
@@ -67,6 +84,9 @@ class ClassicalTrackerConfig:
       pulls every frame back toward the canonical shape, so bending is under-tracked a little every frame)
       or "previous" (rigidity of the change since the previous frame's motion, as NNRT's keyframe-to-frame
       graph does).
+    arap_canonical: with arap_reference "previous", the weight (relative to lambda_arap) of an extra
+      canonical ARAP term: a weak pull toward the canonical shape, so that nodes without data (occluded,
+      out of view) do not keep drifting with the constant-velocity prediction.
     rigid_iterations: rigid ICP iterations before the non-rigid solve (0 disables the pre-alignment).
     iterations: non-rigid GN iterations (one projective re-association + one LM step each).
     max_points: model samples used per frame (a fixed random subset); point_stride: take every n-th first.
@@ -87,6 +107,8 @@ class ClassicalTrackerConfig:
       slower than one thread.
     velocity_prediction: start each frame from a constant-velocity extrapolation of the last two tracked
       frames, times this factor (0: start from the previous motion); fast motion needs it.
+      velocity_min_support: nodes whose last-frame data support (summed skinning weights of their
+      depth-matched samples) is below this get a proportionally smaller prediction (0: all nodes the same).
     flow: dense optical flow from the previous tracked frame as extra NNRT 2D + depth correspondences
       (tracker/flow.py): "none" or a DIS preset ("ultrafast" | "fast" | "medium"); flow_backward: also the
       backward flow, for forward-backward consistency weights; lambda_flow_2d / lambda_flow_depth: the weights
@@ -101,16 +123,19 @@ class ClassicalTrackerConfig:
 
     lambda_icp: float = 1.0
     lambda_arap: float = 0.3
-    lambda_color: float = 0.02
-    color_huber: float = 0.1
+    lambda_color: float = 0.1
+    color_huber: float = 0.3
     color_blur: float = 1.0
-    color_reference: str = "both"
+    color_reference: str = "previous+keyframe"
     keyframe_min_visible: float = 0.5
+    color_normalize: float = 3.0
+    color_min_facing: float = 0.5
     lambda_2d: float = 0.001
     lambda_depth: float = 1.0
     arap_edge_weighting: bool = True
     arap_huber: float | None = None
-    arap_reference: str = "canonical"
+    arap_reference: str = "previous"
+    arap_canonical: float = 0.0
     rigid_iterations: int = 2
     iterations: int = 4
     max_points: int = 3000
@@ -130,7 +155,8 @@ class ClassicalTrackerConfig:
     min_relative_decrease: float = 0.01
     max_retries: int = 2
     threads: int = 1
-    velocity_prediction: float = 0.5
+    velocity_prediction: float = 1.0
+    velocity_min_support: float = 3.0
     flow: str = "none"
     flow_backward: bool = True
     lambda_flow_2d: float = 0.001
@@ -180,6 +206,14 @@ def limited_threads(n: int) -> Iterator[None]:
             numba.set_num_threads(n_old)
 
 
+def facing_weight(points: torch.Tensor, normals: torch.Tensor, min_cos: float) -> torch.Tensor:
+    """clip((|cos| - min_cos) / (1 - min_cos), 0, 1) of the angle between each normal [M,3] and the viewing
+    ray to its camera-frame point [M,3]: 1 facing the camera, 0 at or beyond the grazing limit. [M]"""
+    ray = points / points.norm(dim=1, keepdim=True).clamp_min(1e-9)
+    c = (ray * normals).sum(1).abs()
+    return ((c - min_cos) / max(1.0 - min_cos, 1e-6)).clamp(0.0, 1.0)
+
+
 def sample_bilinear_t_uv(image: torch.Tensor, points: torch.Tensor,
                          k: Intrinsics) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Bilinear samples of image [H,W] at the projections of camera-frame points [M,3] m: (values [M],
@@ -208,6 +242,8 @@ class ClassicalTracker:
         self._frames = 0
         self._prev: tuple | None = None  # (intensity [H,W], depth [H,W], intrinsics) of the last tracked frame
         self._history: list = []  # [(frame index, rotations [N,3,3], translations [N,3])] of the last two
+        self._support: np.ndarray | None = None  # [N] data support of each node in the last tracked frame
+        self._live_cache: tuple | None = None  # (frame index, intensity image as references store it)
 
     def reset(self) -> None:
         """Forget the previous frame (the photometric reference), the motion history and the frame counter."""
@@ -216,12 +252,18 @@ class ClassicalTracker:
         self._key = None
         self._prev_gray = None
         self._history = []
+        self._support = None
+        self._live_cache = None
 
     def _predict(self, inp: TrackingInput, rot: torch.Tensor, tr: torch.Tensor,
                  stats: dict) -> tuple[torch.Tensor, torch.Tensor]:
         """Constant-velocity initial guess from the last two tracked frames (when inp.prev_motion is the
         last one): node positions and rotations continue their last per-frame change, scaled by
-        config.velocity_prediction and by the frame gap. Nodes added since then keep prev_motion."""
+        config.velocity_prediction and by the frame gap. Nodes added since then keep prev_motion. With
+        velocity_min_support > 0, a node's prediction is scaled by min(1, support / velocity_min_support),
+        its data support in the last frame (the summed skinning weights of its depth-matched samples): a node
+        nothing observed would otherwise keep its velocity for ever (an isolated node flew off at 15 cm per
+        frame on the cylinder scene)."""
         c = self.config.velocity_prediction
         if c <= 0 or len(self._history) < 2:
             return rot, tr
@@ -231,7 +273,13 @@ class ClassicalTracker:
         gap_prev, gap = i2 - i1, int(inp.frame.index) - i2
         if not same or gap_prev <= 0 or gap <= 0 or gap > 3 * gap_prev:
             return rot, tr
-        f = c * gap / gap_prev
+        f = np.full((n1, 1), c * gap / gap_prev)
+        ms = self.config.velocity_min_support
+        if ms > 0 and self._support is not None:
+            sup = np.zeros(n1)
+            m = min(n1, len(self._support))
+            sup[:m] = self._support[:m]
+            f = f * np.clip(sup / ms, 0.0, 1.0)[:, None]
         from tracker.so3 import exp_so3_t, log_so3
 
         dr = np.einsum("nij,nkj->nik", r2[:n1], r1[:n1])  # R2 R1^T: last per-node rotation change
@@ -239,7 +287,7 @@ class ClassicalTracker:
         rot = rot.clone()
         tr = tr.clone()
         rot[:n1] = exp_so3_t(w) @ rot[:n1]
-        tr[:n1] = tr[:n1] + f * torch.from_numpy(t2[:n1] - t1[:n1])
+        tr[:n1] = tr[:n1] + torch.from_numpy(f) * torch.from_numpy(t2[:n1] - t1[:n1])
         stats["predicted"] = True
         return rot, tr
 
@@ -279,8 +327,21 @@ class ClassicalTracker:
             sel = np.sort(np.random.default_rng(cfg.seed + 1).choice(sel, cfg.max_points, replace=False))
         return sel
 
+    def _live_intensity(self, frame) -> torch.Tensor:
+        """The live frame's intensity image [H,W] as the photometric term sees it: grey, blurred by
+        color_blur, shading-normalised when color_normalize > 0 (over the valid depth, and the mask)."""
+        cfg = self.config
+        gray = intensity_image_t(torch.from_numpy(np.array(frame.color)), cfg.color_blur)
+        if cfg.color_normalize <= 0:
+            return gray
+        valid = np.asarray(frame.depth) > 0
+        if cfg.use_mask and frame.mask is not None:
+            valid &= np.asarray(frame.mask, bool)
+        return normalized_intensity_t(gray.to(torch.float64), torch.from_numpy(valid), cfg.color_normalize)
+
     def _photometric_reference(self, inp: TrackingInput, sel: np.ndarray, p: torch.Tensor, an: torch.Tensor,
-                               aw: torch.Tensor, nodes: torch.Tensor, stats: dict) -> tuple | None:
+                               aw: torch.Tensor, nodes: torch.Tensor, stats: dict,
+                               pn: torch.Tensor | None = None) -> tuple | None:
         """(live intensity [H,W], reference intensities [S,R], validity [S,R] float, lambdas [R]) or None.
 
         "previous" reference: the intensity of the previous tracked frame at each sample's position there
@@ -294,7 +355,8 @@ class ClassicalTracker:
         if cfg.lambda_color <= 0:
             return None
         t1 = time.perf_counter()
-        live_i = intensity_image_t(torch.from_numpy(np.array(inp.frame.color)), cfg.color_blur)
+        live_i = self._live_intensity(inp.frame)
+        self._live_cache = (int(inp.frame.index), live_i)  # the image later frames compare with
         refs = []
         wanted = self._color_references()
         prev = self._prev
@@ -302,17 +364,36 @@ class ClassicalTracker:
         has_model = inp.model_colors is not None and np.asarray(inp.model_colors).shape == (len(inp.model_points), 3)
         if has_prev:
             val, valid = self._sample_reference(prev[0], prev[1], prev[2], p, an, aw, nodes,
-                                                np.asarray(inp.prev_motion.rotations), np.asarray(inp.prev_motion.translations))
+                                                np.asarray(inp.prev_motion.rotations), np.asarray(inp.prev_motion.translations),
+                                                pn, cfg.color_min_facing)
             refs.append((val, valid, "previous"))
+        cf = inp.canonical_frame
+        if ("keyframe" in wanted and self._key is None and cf is not None
+                and cf.intrinsics.width == inp.frame.intrinsics.width and cf.intrinsics.height == inp.frame.intrinsics.height):
+            # the canonical frame sees the canonical surface at the identity motion: an exact anchor
+            n = nodes.shape[0]
+            self._key = (self._live_intensity(cf), np.asarray(cf.depth), cf.intrinsics,
+                         np.tile(np.eye(3), (n, 1, 1)), np.zeros((n, 3)), int(cf.index))
         key = self._key
         has_key = "keyframe" in wanted and key is not None and key[0].shape == live_i.shape
         if has_key:
-            val, valid = self._sample_reference(key[0], key[1], key[2], p, an, aw, nodes, key[3], key[4])
-            stats["keyframe"] = {"index": key[5], "visible": float(valid.mean()) if len(valid) else 0.0}
+            val, valid = self._sample_reference(key[0], key[1], key[2], p, an, aw, nodes, key[3], key[4], pn,
+                                                cfg.color_min_facing)
+            # how much of what the live frame sees (at the previous motion) the keyframe sees too
+            _, seen = self._sample_reference(live_i, np.asarray(inp.frame.depth), inp.frame.intrinsics, p, an, aw, nodes,
+                                             np.asarray(inp.prev_motion.rotations), np.asarray(inp.prev_motion.translations),
+                                             pn, cfg.color_min_facing)
+            both = float(((valid > 0) & (seen > 0)).sum()) / max(float((seen > 0).sum()), 1.0)
+            stats["keyframe"] = {"index": key[5], "visible": both}
             refs.append((val, valid, "keyframe"))
-        if has_model and ("model" in wanted or not (has_prev or has_key)):
+        raw_model = cfg.color_normalize > 0 and not (has_prev or has_key)
+        if has_model and (raw_model or (cfg.color_normalize <= 0 and "model" in wanted) or not (has_prev or has_key)):
+            # per-point colours cannot be shading-normalised: with normalisation they serve only as the fallback
+            # of a frame with no image reference (no canonical frame, first frame), against the raw live image
             model_i = intensity_image_t(torch.from_numpy(np.asarray(inp.model_colors)[sel][None]), 0.0)[0]
             refs.append((model_i, torch.ones(len(sel), dtype=model_i.dtype), "model"))
+            if raw_model:
+                live_i = intensity_image_t(torch.from_numpy(np.array(inp.frame.color)), cfg.color_blur)
         stats["color_ms"] = 1e3 * (time.perf_counter() - t1)
         if not refs:
             return None
@@ -329,25 +410,31 @@ class ClassicalTracker:
     @staticmethod
     def _sample_reference(img: torch.Tensor, depth: np.ndarray, kp: Intrinsics, p: torch.Tensor, an: torch.Tensor,
                           aw: torch.Tensor, nodes: torch.Tensor, rotations: np.ndarray,
-                          translations: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+                          translations: np.ndarray, normals: torch.Tensor | None = None,
+                          min_facing: float = 0.0) -> tuple[torch.Tensor, torch.Tensor]:
         """Intensities of the samples in a reference image (img [H,W], depth [H,W] m, intrinsics kp) where the
         reference frame's motion (rotations [N',3,3], translations [N',3]; N' <= nodes, later nodes have no
         motion there) puts them: (values [S], validity [S] float: inside, anchored to nodes that existed, and
-        within 2 cm of the reference depth, i.e. visible there)."""
+        within 2 cm of the reference depth, i.e. visible there; times the facing weight (`facing_weight`) of
+        the samples' normals [S,3] there when normals are given and min_facing > 0)."""
         n_ref = len(rotations)
         n = nodes.shape[0]
         rot = torch.eye(3, dtype=torch.float64).repeat(n, 1, 1)
         tr = torch.zeros((n, 3), dtype=torch.float64)
         rot[:n_ref] = torch.from_numpy(np.asarray(rotations, np.float64))
         tr[:n_ref] = torch.from_numpy(np.asarray(translations, np.float64))
-        wp = warp_parts(p, an, aw, nodes, rot, tr).warped
+        parts = warp_parts(p, an, aw, nodes, rot, tr, normals=normals if min_facing > 0 else None)
+        wp = parts.warped
         val, _, inside = sample_bilinear_t_uv(img, wp, kp)
         z = wp[:, 2].clamp_min(1e-6)
         u = torch.round(kp.fx * wp[:, 0] / z + kp.cx).long().clamp(0, kp.width - 1)
         v = torch.round(kp.fy * wp[:, 1] / z + kp.cy).long().clamp(0, kp.height - 1)
         dz = torch.from_numpy(depth)[v, u].to(wp.dtype)
         valid = inside & (dz > 0) & ((dz - wp[:, 2]).abs() < 0.02) & ((an < n_ref) | (aw <= 0)).all(1)
-        return torch.where(valid, val, torch.zeros_like(val)), valid.to(val.dtype)
+        w = valid.to(val.dtype)
+        if parts.normals is not None:
+            w = w * facing_weight(wp, parts.normals, min_facing).to(w.dtype)
+        return torch.where(valid, val, torch.zeros_like(val)), w
 
     def _fail(self, inp: TrackingInput, msg: str, stats: dict) -> TrackingResult:
         return TrackingResult(inp.prev_motion, ok=False, message=msg, stats=stats)
@@ -402,10 +489,13 @@ class ClassicalTracker:
             ew = t64(np.where(s > 0, w * graph.edges.shape[1] / np.where(s > 0, s, 1.0), 0.0))
 
         aedges = ArapEdges.build(nodes, edges, ew)
+        canon = None  # the weak canonical ARAP term beside the "previous" one (arap_canonical)
         if cfg.arap_reference == "previous":
+            if cfg.arap_canonical > 0:
+                canon = aedges
             aedges = aedges.with_rest(t64(prev.rotations), t64(prev.translations))
 
-        photo = self._photometric_reference(inp, sel, p, an, aw, nodes, stats)
+        photo = self._photometric_reference(inp, sel, p, an, aw, nodes, stats, pn)
 
         # rigid pre-alignment
         t0 = time.perf_counter()
@@ -447,6 +537,7 @@ class ClassicalTracker:
 
         fextra = flow_terms(rot, tr) if self._flow is not None else []
         history = []
+        last_match = None
         n_corr = 0
         rms = float("nan")
         p32, n32 = inp.model_points[sel].astype(np.float32), inp.model_normals[sel].astype(np.float32)
@@ -470,6 +561,7 @@ class ClassicalTracker:
                     return self._fail(inp, f"too few correspondences ({n_corr} < {need})", stats)
                 break
             sel_t = torch.from_numpy(ok)
+            last_match = (a32[ok].ravel(), w32[ok].ravel())
             mt = torch.from_numpy(match[ok])
             q = lpt[mt].to(d)
             qn = lnt[mt].to(d)
@@ -489,6 +581,9 @@ class ClassicalTracker:
                 mi = photo[1][sel_t]
                 pc = huber_confidence(torch.where(inside[:, None], val[:, None].to(mi.dtype) - mi,
                                                   torch.zeros_like(mi)), cfg.color_huber) * photo[2][sel_t]
+                if cfg.color_min_facing > 0:  # the live side of the facing weight, at this iteration's estimate
+                    pc = pc * facing_weight(torch.from_numpy(wpts[ok]), torch.from_numpy(wnrm[ok]),
+                                            cfg.color_min_facing).to(pc.dtype)[:, None]
                 pterm = (mi, pc * photo[3] ** 0.5)
 
             def residuals(r, t, jac, ps=ps, ans=ans, aws=aws, q=q, qn=qn, conf=conf,
@@ -496,12 +591,16 @@ class ClassicalTracker:
                 pp = warp_parts(ps, ans, aws, nodes, r, t)
                 out = [point_to_plane_term(pp, q, qn, conf, cfg.lambda_icp, jac),
                        arap_term_edges(aed, r, t, cfg.lambda_arap, jac)]
+                if canon is not None:
+                    out.append(arap_term_edges(canon, r, t, cfg.lambda_arap * cfg.arap_canonical, jac))
                 if pterm is not None:
                     out.append(photometric_term(pp, photo[0], pterm[0], k, pterm[1], 1.0, jac))
                 return out + [f(r, t, jac) for f in terms]
 
             blocks = [point_to_plane_term(sub, q, qn, conf, cfg.lambda_icp, True),
                       arap_term_edges(aed, rot, tr, cfg.lambda_arap, True)]
+            if canon is not None:
+                blocks.append(arap_term_edges(canon, rot, tr, cfg.lambda_arap * cfg.arap_canonical, True))
             if pterm is not None:
                 blocks.append(photometric_term(sub, photo[0], pterm[0], k, pterm[1], 1.0, True))
             blocks += [f(rot, tr, True) for f in terms]
@@ -524,9 +623,13 @@ class ClassicalTracker:
             return self._fail(inp, "non-finite motion after the solve", stats)
         self._frames += 1
         self._history = (self._history + [(int(frame.index), rot.numpy().copy(), tr.numpy().copy())])[-2:]
+        if last_match is not None:  # per-node data support: skinning weights of the depth-matched samples
+            ia, wa = last_match
+            self._support = np.bincount(ia[ia >= 0], weights=wa[ia >= 0], minlength=n).astype(np.float64)
         refs = self._color_references()
         if photo is not None or (cfg.lambda_color > 0 and refs & {"previous", "keyframe"}):
-            live_i = photo[0] if photo is not None else intensity_image_t(torch.from_numpy(np.array(frame.color)), cfg.color_blur)
+            cache = self._live_cache
+            live_i = cache[1] if cache is not None and cache[0] == int(frame.index) else self._live_intensity(frame)
             self._prev = (live_i, np.asarray(frame.depth), k)
             kf = stats.get("keyframe")
             if "keyframe" in refs and (self._key is None or kf is None or kf["visible"] < cfg.keyframe_min_visible):

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 
 from fusion.camera import Intrinsics
@@ -237,6 +238,34 @@ def intensity_image_t(color: torch.Tensor, blur_sigma: float = 1.0) -> torch.Ten
     out = sum(k[i] * pad[:, i:i + w] for i in range(2 * r + 1))
     pad = torch.nn.functional.pad(out[None, None], (0, 0, r, r), mode="replicate")[0, 0]
     return sum(k[i] * pad[i:i + h, :] for i in range(2 * r + 1))
+
+
+def _cv_blur(img: np.ndarray, sigma: float) -> np.ndarray:
+    """The Gaussian blur of `intensity_image_t` (radius round(2.5 sigma), replicated border) by OpenCV:
+    img float [H,W] -> same shape and dtype."""
+    import cv2
+
+    r = max(1, int(round(2.5 * sigma)))
+    x = np.arange(-r, r + 1, dtype=np.float64)
+    k = np.exp(-x * x / (2 * sigma * sigma))
+    k = (k / k.sum()).astype(img.dtype)
+    return cv2.sepFilter2D(np.ascontiguousarray(img), -1, k, k, borderType=cv2.BORDER_REPLICATE)
+
+
+def normalized_intensity_t(gray: torch.Tensor, valid: torch.Tensor, sigma: float) -> torch.Tensor:
+    """Shading-normalised intensity: gray [H,W] divided by its local mean over the valid pixels (a Gaussian of
+    `sigma` pixels, normalised convolution over valid bool [H,W], so the background does not leak in), minus 1.
+    Smooth multiplicative shading (Lambert shading that changes as a surface turns under a light, exposure)
+    cancels; texture at scales below ~sigma stays. Invalid pixels are 0. [H,W], gray's dtype."""
+    m = valid.to(gray.dtype)
+    if gray.device.type == "cpu":  # OpenCV's separable blur: ~50x faster than the shifted-copy sum on the CPU
+        num = torch.from_numpy(_cv_blur((gray * m).numpy(), sigma))
+        den = torch.from_numpy(_cv_blur(m.numpy(), sigma))
+    else:
+        num = intensity_image_t((gray * m)[..., None].expand(-1, -1, 3), sigma)
+        den = intensity_image_t(m[..., None].expand(-1, -1, 3), sigma)
+    mean = num / den.clamp_min(1e-6)
+    return torch.where(valid & (mean > 1e-3), gray / mean.clamp_min(1e-3) - 1.0, torch.zeros_like(gray))
 
 
 def sample_bilinear_t(image: torch.Tensor, uv: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:

@@ -167,10 +167,11 @@ def make_pair_tracker(name: str, device: str = "auto", weights: str | None = Non
         tr = ClassicalTracker(ClassicalTrackerConfig(**options))
 
         def classical(sample: PairSample, model: PairModel) -> GraphMotion | None:
-            _, tgt = frames_of(sample)
+            src, tgt = frames_of(sample)
             ident = GraphMotion.identity(sample.graph.num_nodes)
+            tr.reset()  # pairs are independent: no previous frame, the source is the (identity) keyframe
             res = tr.estimate(TrackingInput(tgt, sample.graph, ident, model.points, model.normals, model.anchors,
-                                            model.weights))
+                                            model.weights, canonical_frame=src))
             return res.motion if res.ok else None
 
         return classical

@@ -179,11 +179,12 @@ def test_two_frames_of_a_synthetic_scene():
     err0 = np.linalg.norm(pts - truth, axis=1).mean()
     assert err0 > 0.005
     assert errs["depth+color"] < 0.4 * err0 and errs["depth+color"] < errs["depth"], (err0, errs)
-    # the first frame compares with the model colours, later frames with the previous tracked frame
+    # without a canonical frame, the first frame compares with the model colours, later frames with the
+    # previous tracked frame and the keyframe (the first tracked frame)
     assert res.stats["color_reference"] == "model"
     f2 = scene.render(3)
     res2 = tracker.estimate(TrackingInput(f2, g, res.motion, pts, nrm, a, w, col))
-    assert res2.ok and res2.stats["color_reference"] == "previous+model"
+    assert res2.ok and res2.stats["color_reference"] == "previous+keyframe"
     truth2 = (p + scene.scene_flow(0, 3))[ok]
     warped2 = warp_points_np(pts, a, w, g.nodes, res2.motion.rotations, res2.motion.translations)
     assert np.linalg.norm(warped2 - truth2, axis=1).mean() < 0.4 * np.linalg.norm(pts - truth2, axis=1).mean()
@@ -228,10 +229,13 @@ def test_constant_velocity_prediction(rolled):
     {"flow": "ultrafast", "flow_reference": "model", "flow_iterations": 2},
     {"arap_reference": "previous", "arap_huber": 0.01},
     {"color_reference": "previous+keyframe"},
+    {"color_reference": "both", "color_normalize": 0.0, "arap_reference": "canonical", "velocity_prediction": 0.5,
+     "velocity_min_support": 0.0, "lambda_color": 0.02, "color_huber": 0.1, "color_min_facing": 0.0},
 ])
 def test_optional_terms_track_a_synthetic_scene(options):
     """The opt-in data terms (optical-flow correspondences from the previous frame or from the rendered model,
-    ARAP relative to the previous motion with a Huber kernel, a keyframe photometric reference) run through
+    ARAP relative to the previous motion with a Huber kernel, a keyframe photometric reference, the former
+    defaults: raw intensities against the previous frame and the model colours, canonical ARAP) run through
     three frames of the textured cloth and still track it (their closed-loop figures are in
     docs/dev/tracker_experiments.md)."""
     from dataclasses import replace as dc_replace
@@ -262,3 +266,82 @@ def test_optional_terms_track_a_synthetic_scene(options):
 def test_unknown_flow_preset_is_refused():
     with pytest.raises(ValueError):
         ClassicalTracker(ClassicalTrackerConfig(flow="fastest"))
+
+
+def test_normalized_intensity_cancels_smooth_shading():
+    """A texture times a smooth shading ramp normalises to (nearly) the texture's own normalised image, away
+    from the border; raw intensities differ by the shading; the background does not leak in."""
+    from tracker.energy import normalized_intensity_t
+
+    rng = np.random.default_rng(0)
+    h, w = 60, 80
+    tex = torch.from_numpy(0.5 + 0.2 * rng.standard_normal((h, w)))
+    yy, xx = torch.meshgrid(torch.arange(h, dtype=torch.float64), torch.arange(w, dtype=torch.float64), indexing="ij")
+    shade = 0.4 + 0.6 * xx / w  # Lambert-like ramp across the surface
+    valid = torch.zeros(h, w, dtype=torch.bool)
+    valid[5:55, 5:75] = True
+    a = normalized_intensity_t(tex, valid, 2.0)
+    b = normalized_intensity_t(tex * shade, valid, 2.0)
+    inner = torch.zeros_like(valid)
+    inner[12:48, 12:68] = True
+    assert (a[~valid] == 0).all() and (b[~valid] == 0).all()
+    raw_diff = (tex - tex * shade)[inner].abs().mean()
+    norm_diff = (a - b)[inner].abs().mean()
+    assert norm_diff < 0.1 * raw_diff, (float(norm_diff), float(raw_diff))
+    # a bright background next to the object does not change the normalised object pixels near the border
+    bg = torch.where(valid, tex, torch.full_like(tex, 5.0))
+    assert torch.allclose(normalized_intensity_t(bg, valid, 2.0), a)
+
+
+def test_facing_weight():
+    from tracker.classical import facing_weight
+
+    pts = torch.tensor([[0.0, 0.0, 1.0]] * 3, dtype=torch.float64)
+    c = np.cos(np.deg2rad(60.0))
+    nrm = torch.tensor([[0.0, 0.0, -1.0], [0.0, np.sin(np.deg2rad(60.0)), -c], [1.0, 0.0, 0.0]], dtype=torch.float64)
+    w = facing_weight(pts, nrm, 0.25)
+    assert torch.allclose(w, torch.tensor([1.0, (c - 0.25) / 0.75, 0.0], dtype=torch.float64))
+
+
+def test_normalised_keyframe_reference_from_the_canonical_frame():
+    """The canonical frame (identity motion) is the keyframe when TrackingInput carries it: the cloth's
+    travelling waves make depth ICP slide, the shading-normalised keyframe term pins the surface down."""
+    synthetic = pytest.importorskip("fusion.synthetic")
+    scene = synthetic.make_scene(synthetic.SceneConfig("cloth", width=160, height=120, n_frames=4, speed=2.0))
+    f0, f1 = scene.render(0), scene.render(2)
+    p, n, v = live_geometry(f0.depth, f0.intrinsics, f0.mask)
+    flow = scene.scene_flow(0, 2)
+    ok = v & np.isfinite(flow).all(-1)
+    pts, nrm, truth = p[ok], n[ok], (p + flow)[ok]
+    g = build_graph(pts, radius=0.05)
+    a, w = skinning(pts, g)
+    cfg = dict(color_reference="keyframe", color_normalize=3.0, color_min_facing=0.5, lambda_color=0.1,
+               color_huber=0.3, arap_reference="previous")
+    errs = {}
+    for name, extra in (("depth", dict(lambda_color=0.0)), ("keyframe", {})):
+        tracker = ClassicalTracker(ClassicalTrackerConfig(**{**cfg, **extra}))
+        res = tracker.estimate(TrackingInput(f1, g, GraphMotion.identity(g.num_nodes), pts, nrm, a, w, None,
+                                             canonical_frame=f0))
+        assert res.ok, res.message
+        warped = warp_points_np(pts, a, w, g.nodes, res.motion.rotations, res.motion.translations)
+        errs[name] = np.linalg.norm(warped - truth, axis=1).mean()
+    assert res.stats["color_reference"] == "keyframe" and res.stats["keyframe"]["index"] == f0.index
+    assert res.stats["keyframe"]["visible"] > 0.9
+    err0 = np.linalg.norm(pts - truth, axis=1).mean()
+    assert errs["keyframe"] < 0.4 * err0 and errs["keyframe"] < 0.7 * errs["depth"], (err0, errs)
+
+
+def test_normalized_intensity_cpu_blur_matches_the_torch_blur():
+    """The OpenCV fast path of the shading normalisation equals the torch reference (shifted-copy blur)."""
+    from tracker.energy import intensity_image_t, normalized_intensity_t
+
+    rng = np.random.default_rng(1)
+    gray = torch.from_numpy(rng.random((40, 50)))
+    valid = torch.from_numpy(rng.random((40, 50)) > 0.2)
+    fast = normalized_intensity_t(gray, valid, 3.0)
+    m = valid.to(gray.dtype)
+    num = intensity_image_t((gray * m)[..., None].expand(-1, -1, 3), 3.0)
+    den = intensity_image_t(m[..., None].expand(-1, -1, 3), 3.0)
+    mean = num / den.clamp_min(1e-6)
+    ref = torch.where(valid & (mean > 1e-3), gray / mean.clamp_min(1e-3) - 1.0, torch.zeros_like(gray))
+    assert torch.allclose(fast, ref, atol=1e-9)
