@@ -87,3 +87,14 @@ def test_resized_depth_is_registered_with_color_and_keeps_edges():
     holes[:, 1::2] = 0
     rh = resample_depth(holes, 320, 240)
     assert (rh > 0).all() and np.allclose(rh[5], plane[5, 0::2], atol=1e-6)  # the valid neighbour, never 0
+
+
+def test_resample_depth_kernel_matches_numpy():
+    from fusion.frame import resample_depth, resample_depth_np
+
+    rng = np.random.default_rng(3)
+    d = (0.5 + 2.0 * rng.random((48, 64))).astype(np.float32)
+    d[rng.random(d.shape) < 0.2] = 0
+    d[:, 30:] += 0.3  # an edge
+    for w, h in ((32, 24), (40, 30), (64, 48), (100, 75)):
+        np.testing.assert_allclose(resample_depth(d, w, h), resample_depth_np(d, w, h), atol=1e-6)

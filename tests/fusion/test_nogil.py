@@ -9,7 +9,7 @@ import numba
 import numpy as np
 import pytest
 
-KERNEL_MODULES = ("fusion.tsdf.kernels_nb", "fusion.warp", "fusion.graph", "tracker.solver", "tracker.association",
+KERNEL_MODULES = ("fusion.tsdf.kernels_nb", "fusion.warp", "fusion.graph", "fusion.frame", "tracker.solver", "tracker.association",
                   "fusion.synthetic.raster")
 
 
