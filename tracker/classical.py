@@ -436,6 +436,33 @@ class ClassicalTracker:
             w = w * facing_weight(wp, parts.normals, min_facing).to(w.dtype)
         return torch.where(valid, val, torch.zeros_like(val)), w
 
+    def photometric_residual(self, inp: TrackingInput, motion: GraphMotion, key: tuple | None = None) -> float | None:
+        """Mean |live - keyframe| intensity (as the photometric term sees them: normalised, facing-weighted)
+        of the model samples warped by `motion` into inp.frame, over samples visible in both; key: a
+        keyframe as stored by this tracker (default: its current one). None without a keyframe or with
+        fewer than 20 samples seen in both. Depth alone cannot tell motion along the surface; this can."""
+        key = self._key if key is None else key
+        if key is None or motion.num_nodes != inp.graph.num_nodes:
+            return None
+        sel = self._select(inp)
+        if isinstance(sel, str) or len(sel) == 0:
+            return None
+        t64 = lambda a: torch.from_numpy(np.ascontiguousarray(a, np.float64))  # noqa: E731
+        p, pn = t64(inp.model_points[sel]), t64(inp.model_normals[sel])
+        an = torch.from_numpy(np.ascontiguousarray(inp.model_anchors[sel], np.int64))
+        aw, nodes = t64(inp.model_weights[sel]), t64(inp.graph.nodes)
+        live = self._live_intensity(inp.frame)
+        if live.shape != key[0].shape:
+            return None
+        mf = self.config.color_min_facing
+        ref, vr = self._sample_reference(key[0], key[1], key[2], p, an, aw, nodes, key[3], key[4], pn, mf)
+        cur, vc = self._sample_reference(live, np.asarray(inp.frame.depth), inp.frame.intrinsics, p, an, aw, nodes,
+                                         np.asarray(motion.rotations), np.asarray(motion.translations), pn, mf)
+        w = vr.to(torch.float64) * vc.to(torch.float64)
+        if int((w > 0).sum()) < 20:
+            return None
+        return float((w * (cur.to(torch.float64) - ref.to(torch.float64)).abs()).sum() / w.sum())
+
     def _fail(self, inp: TrackingInput, msg: str, stats: dict) -> TrackingResult:
         return TrackingResult(inp.prev_motion, ok=False, message=msg, stats=stats)
 

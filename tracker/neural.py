@@ -74,6 +74,10 @@ class NeuralTrackerConfig:
       explains the live depth better (more model samples within fit_distance m of the live surface, on
       fit_samples samples); the neural motion must explain more than (1 + fit_margin) times as many
       samples to be kept (at near-ties the classical solution, which also uses colour, is kept).
+    select_photometric: and it must not match the classical tracker's anchored keyframe (the canonical
+      frame first) worse in shading-normalised intensity (`ClassicalTracker.photometric_residual`): depth
+      fit alone kept 3 neural motions on the bundled recording that slid along the surface, and the run
+      ended at 95 mm deformation error against 19 mm without them.
     classical: settings of that refinement (no rigid pre-alignment: the neural solve replaces it).
     fallback: the classical tracker used for the first frame (no keyframe yet) and when no keyframe gives
       usable correspondences (default: the classical tracker's own defaults).
@@ -103,6 +107,7 @@ class NeuralTrackerConfig:
     fit_distance: float = 0.02
     fit_samples: int = 3000
     fit_margin: float = 0.05
+    select_photometric: bool = True
     classical: ClassicalTrackerConfig = field(default_factory=lambda: ClassicalTrackerConfig(
         rigid_iterations=0, iterations=2, max_points=2000))
     fallback: ClassicalTrackerConfig = field(default_factory=ClassicalTrackerConfig)
@@ -586,12 +591,18 @@ class NeuralTracker:
             return TrackingResult(inp.prev_motion, ok=False, message="too few neural correspondences", stats=stats)
         if cfg.select_by_fit and neural_ok and stats.get("fallback") is None:
             t1 = time.perf_counter()
+            key = self.bootstrap._key  # the anchored keyframe before this frame may replace it
             alt = self.bootstrap.estimate(inp)
             if alt.ok:
                 fit_n = self.fit_score(inp, motion)
                 fit_c = self.fit_score(inp, alt.motion)
-                stats["fit"] = {"neural": fit_n, "classical": fit_c}
-                if fit_n[0] <= (1.0 + cfg.fit_margin) * fit_c[0]:
+                # depth cannot see motion along the surface: the neural motion must not match the anchored
+                # keyframe's texture worse than the classical one either
+                ph_n = self.bootstrap.photometric_residual(inp, motion, key) if cfg.select_photometric else None
+                ph_c = self.bootstrap.photometric_residual(inp, alt.motion, key) if cfg.select_photometric else None
+                stats["fit"] = {"neural": fit_n, "classical": fit_c, "photometric": (ph_n, ph_c)}
+                worse_texture = ph_n is not None and ph_c is not None and ph_n > ph_c
+                if fit_n[0] <= (1.0 + cfg.fit_margin) * fit_c[0] or worse_texture:
                     motion = alt.motion
                     stats["selected"] = "classical"
                 else:

@@ -345,3 +345,24 @@ def test_normalized_intensity_cpu_blur_matches_the_torch_blur():
     mean = num / den.clamp_min(1e-6)
     ref = torch.where(valid & (mean > 1e-3), gray / mean.clamp_min(1e-3) - 1.0, torch.zeros_like(gray))
     assert torch.allclose(fast, ref, atol=1e-9)
+
+
+def test_photometric_residual_sees_motion_along_the_surface():
+    """`photometric_residual` (used by the neural tracker to refuse motions that slide along the surface):
+    the tracked motion of the cloth matches the canonical keyframe's texture better than the same motion
+    slid 1.5 cm sideways, which depth alone could not tell apart; None without a keyframe."""
+    synthetic = pytest.importorskip("fusion.synthetic")
+    scene = synthetic.make_scene(synthetic.SceneConfig("cloth", width=160, height=120, n_frames=4, speed=2.0))
+    f0, f1 = scene.render(0), scene.render(2)
+    p, n, v = live_geometry(f0.depth, f0.intrinsics, f0.mask)
+    pts, nrm = p[v], n[v]
+    g = build_graph(pts, radius=0.05)
+    a, w = skinning(pts, g)
+    tracker = ClassicalTracker()
+    inp = TrackingInput(f1, g, GraphMotion.identity(g.num_nodes), pts, nrm, a, w, None, canonical_frame=f0)
+    assert tracker.photometric_residual(inp, GraphMotion.identity(g.num_nodes)) is None  # no keyframe yet
+    res = tracker.estimate(inp)
+    assert res.ok
+    slid = GraphMotion(res.motion.rotations.copy(), res.motion.translations + np.float32([0.015, 0.0, 0.0]))
+    good, bad = tracker.photometric_residual(inp, res.motion), tracker.photometric_residual(inp, slid)
+    assert good is not None and bad is not None and bad > 1.3 * good, (good, bad)
