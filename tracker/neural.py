@@ -350,7 +350,11 @@ class NeuralTracker:
 
     # ------------------------------------------------------------------------------------------
     def reset(self) -> None:
-        """Forget the keyframes, counters and the last overlay."""
+        """Forget the keyframes, counters and the last overlay, and reset the classical trackers inside
+        (their previous frame, keyframe and velocity history belong to the sequence being forgotten)."""
+        for t in (getattr(self, "classical", None), getattr(self, "bootstrap", None)):
+            if t is not None:
+                t.reset()
         self.keyframes = []
         self._tracked = 0
         self._since_kf = 0
@@ -598,8 +602,9 @@ class NeuralTracker:
                 fit_c = self.fit_score(inp, alt.motion)
                 # depth cannot see motion along the surface: the neural motion must not match the anchored
                 # keyframe's texture worse than the classical one either
-                ph_n = self.bootstrap.photometric_residual(inp, motion, key) if cfg.select_photometric else None
-                ph_c = self.bootstrap.photometric_residual(inp, alt.motion, key) if cfg.select_photometric else None
+                use_ph = cfg.select_photometric and key is not None  # (a keyframe made from this frame would be biased)
+                ph_n = self.bootstrap.photometric_residual(inp, motion, key) if use_ph else None
+                ph_c = self.bootstrap.photometric_residual(inp, alt.motion, key) if use_ph else None
                 stats["fit"] = {"neural": fit_n, "classical": fit_c, "photometric": (ph_n, ph_c)}
                 worse_texture = ph_n is not None and ph_c is not None and ph_n > ph_c
                 if fit_n[0] <= (1.0 + cfg.fit_margin) * fit_c[0] or worse_texture:
@@ -660,7 +665,7 @@ class NeuralTracker:
         self.reset()
         ident = GraphMotion.identity(graph.num_nodes)
         self.add_keyframe(src, ident)
-        inp = TrackingInput(tgt, graph, ident, points, normals, anchors, weights)
+        inp = TrackingInput(tgt, graph, ident, points, normals, anchors, weights, canonical_frame=src)
         return self.estimate(inp)
 
 
