@@ -71,16 +71,18 @@ def run_bench(quick: bool) -> dict:
                  "tuning_pairs": [f"{i}_to_{j}" for i, j in TUNING_PAIRS],
                  "sds": {"w_sds": cfg.w_sds, "sigma": [cfg.sds_sigma_min, cfg.sds_sigma_max], "schedule": cfg.sds_schedule,
                          "samples": cfg.sds_samples},
-                 "orientation": {"w_orient_fmreg_both_deep_pipelines": cfg.w_orient, "w_orient_loss": cfg.w_orient_loss,
+                 "orientation": {"mode_both_deep_pipelines": cfg.orient_mode,
+                                 "w_orient_fmreg_both_deep_pipelines": cfg.w_orient, "w_orient_loss": cfg.w_orient_loss,
                                  "n_orient_wks": cfg.n_orient, "wks_zoomout": cfg.w_orient_baseline,
                                  "wks_orient_zoomout": cfg.w_orient_classic}, "pairs": {}}
     methods = ("diffumatch", "wks_zoomout", "deep_fm", "wks_orient_zoomout")
+    deep = ("diffumatch", "deep_fm")
     n = len(methods)
     # one row per (pair, seed): errors, CPU seconds, wall seconds, medians, orientation energies (n methods
     # each), oracle
     rows = []
     for name, s, t, g in pairs:
-        pair: dict = {"per_seed": {m: [] for m in methods}}
+        pair: dict = {"per_seed": {m: [] for m in methods}, "orientation_fallback_per_seed": {m: [] for m in deep}}
         for seed in seeds:
             c0 = time.process_time()
             r = match_files(s, t, replace(cfg, seed=seed), prior, gt_file=g, n_eval=500 if quick else 2000, oracle=True)
@@ -91,6 +93,8 @@ def run_bench(quick: bool) -> dict:
             f = {"diffumatch": r, **r["baselines"]}
             for m in methods:
                 pair["per_seed"][m].append(f[m]["geodesic_error"])
+            for m in deep:
+                pair["orientation_fallback_per_seed"][m].append(bool(f[m]["orientation_fallback"]))
             rows.append([f[m][key] for key in ("geodesic_error", "cpu_seconds", "seconds", "geodesic_error_median",
                                                "orientation_energy") for m in methods] + [r["oracle_gt_zoomout"]])
         pair["mean_over_seeds"] = {m: float(np.mean(v)) for m, v in pair["per_seed"].items()}
@@ -111,6 +115,8 @@ def run_bench(quick: bool) -> dict:
     out["cpu_seconds_per_pair"] = by_method(1)
     out["wall_seconds_per_pair"] = by_method(2)
     out["mean_orientation_energy"] = by_method(4)
+    out["orientation_fallbacks"] = {m: int(sum(sum(p["orientation_fallback_per_seed"][m]) for p in out["pairs"].values()))
+                                    for m in deep}
     m = out["mean_geodesic_error"]
     out["diffumatch_below_both_baselines"] = bool(m["diffumatch"] < min(m["wks_zoomout"], m["deep_fm"]))
     out["gt_note"] = "cat->lion: approximate TOSCA map; camel pairs: noisy maps/I_to_J (error floor > 0, see oracle_gt_zoomout)"

@@ -83,6 +83,12 @@ class MatchConfig:
     in the solve's energy (a k^2 x k^2 system; 0 = the plain row-wise FMReg)."""
     w_orient_loss: float = 0.0
     """weight of the same orientation energy as a loss on FM_12 and FM_21 (instead of / besides the solve)."""
+    orient_mode: str = "solve"
+    """how the deep pipelines use the orientation term: 'solve' = always in the FMReg solve (w_orient);
+    'off' = never; 'fallback' = solve without it, and only when the output map is orientation-REVERSING
+    (its orientation energy with the commuting sign exceeds the one with the anticommuting sign: a global
+    left/right flip) solve again with it and return that map (measured: it never fires on the bench
+    pairs, whose wrong basins are partial flips; see docs/dev/notes/issue9.md)."""
     n_orient: int = 16
     """WKS descriptors whose orientation operators enter the orientation term (every other one of the
     network's 32 WKS energies)."""
@@ -130,6 +136,10 @@ class MatchResult:
     """process CPU time of the matching (all threads; `seconds` is wall-clock)."""
     sds_grad_ratio: list[float] = field(default_factory=list)
     """per step: ||d(SDS term)/dC|| / ||d(other terms)/dC|| over (FM_12, FM_21); empty without SDS."""
+    orientation: tuple[float, float] | None = None
+    """(preserving, reversing) orientation energies of the output map (`map_orientation`), when computed."""
+    orientation_fallback: bool = False
+    """True when orient_mode 'fallback' found the first map orientation-reversing and solved again."""
 
 
 def _decimate(verts: np.ndarray, faces: np.ndarray, n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -334,10 +344,42 @@ def optimise_features(P1: PreparedShape, P2: PreparedShape, cfg: MatchConfig, pr
     return net, hist
 
 
+def map_orientation(p2p_21: np.ndarray, s1: SpectralShape, s2: SpectralShape, cfg: MatchConfig) -> tuple[float, float]:
+    """(preserving, reversing) orientation energies (orientation.orientation_energy, WKS operators of
+    `orientation_pair`) of the k x k functional map of a point-to-point map p2p_21 [n2] between the shapes.
+    preserving < reversing for an orientation-preserving map, > for a left/right flip. No ground truth."""
+    D1, D2 = orientation_pair(s1, s2, cfg)
+    C = fmaps.p2p_to_fm(p2p_21, s1.evecs[:, : cfg.k], s2.evecs[:, : cfg.k], s2.mass)
+    return orientation_energy(C, D1, D2), orientation_energy(C, D1, D2, reversing=True)
+
+
 def match_pair(P1: PreparedShape, P2: PreparedShape, cfg: MatchConfig = MatchConfig(), prior: Denoiser | None = None,
                progress: Progress | None = None, cancel: Cancel | None = None) -> MatchResult:
     """Deep functional-map matching of a prepared pair: DiffuMatch when `prior` is given and cfg.w_sds > 0,
-    the deep baseline with `deep_baseline_config(cfg)` and prior None. Returns p2p_21 on the full shapes."""
+    the deep baseline with `deep_baseline_config(cfg)` and prior None. Returns p2p_21 on the full shapes.
+    The orientation term follows cfg.orient_mode ('solve', 'off', 'fallback'; see MatchConfig)."""
+    if cfg.orient_mode == "solve":
+        return _match_once(P1, P2, cfg, prior, progress, cancel)
+    if cfg.orient_mode not in ("off", "fallback"):
+        raise ValueError(f"unknown orient_mode {cfg.orient_mode!r}")
+    first = _match_once(P1, P2, replace(cfg, w_orient=0.0), prior, progress, cancel)
+    if cfg.orient_mode == "off":
+        return first
+    first.orientation = map_orientation(first.p2p_21, P1.full, P2.full, cfg)
+    if first.orientation[0] <= first.orientation[1] or not cfg.w_orient:
+        return first
+    if progress:
+        progress(0.0, "orientation-reversing map (left/right flip): solving again with the orientation term")
+    second = _match_once(P1, P2, cfg, prior, progress, cancel)
+    second.orientation = map_orientation(second.p2p_21, P1.full, P2.full, cfg)
+    second.orientation_fallback = True
+    second.seconds += first.seconds
+    second.cpu_seconds += first.cpu_seconds
+    return second
+
+
+def _match_once(P1: PreparedShape, P2: PreparedShape, cfg: MatchConfig, prior: Denoiser | None,
+                progress: Progress | None, cancel: Cancel | None) -> MatchResult:
     t0, c0 = time.perf_counter(), time.process_time()
     if progress:
         progress(0.02, "optimising features")
@@ -386,9 +428,9 @@ def match_files(src: str | Path, tgt: str | Path, cfg: MatchConfig, prior: Denoi
     source between predicted and true match / sqrt(source area)), "seconds": float (DiffuMatch matching
     wall time, preprocessing excluded), "cpu_seconds" (its process CPU time), "geodesic_error_median", "geodesic_error_before_zoomout" (of the
     k x k map's own p2p), "preprocess_seconds", "n_eval", "n_source", "n_target", "final_loss",
-    "orientation_energy" / "orientation_energy_reversing" (orientation.orientation_energy of the k x k map
-    of the output p2p with the commuting / anticommuting sign: small / large for an orientation-preserving
-    map, the reverse for a left/right flip; needs no ground truth),
+    "orientation_energy" / "orientation_energy_reversing" (`map_orientation` of the output p2p: small /
+    large for an orientation-preserving map, the reverse for a left/right flip; needs no ground truth),
+    "orientation_fallback" (True when the first deep map was a flip and was solved again, orient_mode),
     "baselines": {"wks_zoomout": {...}, "deep_fm": {...}, "wks_orient_zoomout": {...}} with the same
     per-method keys (wks_orient_zoomout: the WKS solve with the orientation term, w_orient_classic, a
     diagnostic beside the plain baseline)}. With `oracle`
@@ -426,11 +468,7 @@ def match_files(src: str | Path, tgt: str | Path, cfg: MatchConfig, prior: Denoi
         res["wks_orient_zoomout"] = wks_zoomout(P1, P2, replace(cfg, w_orient_baseline=cfg.w_orient_classic),
                                                 sub(0.05 + 0.85 / 3 + 0.02, 0.05 + 0.85 / 3 + 0.05), cancel)
         res["deep_fm"] = deep_fm(P1, P2, cfg, sub(0.05 + 0.85 / 3 + 0.05, 0.9), cancel)
-    D1, D2 = orientation_pair(P1.full, P2.full, cfg)
-
-    def orient_e(p2p: np.ndarray, reversing: bool) -> float:  # no ground truth: energy of the k x k map of p2p
-        C = fmaps.p2p_to_fm(p2p, P1.full.evecs[:, : cfg.k], P2.full.evecs[:, : cfg.k], P2.full.mass)
-        return orientation_energy(C, D1, D2, reversing)
+    orient = {k: r.orientation or map_orientation(r.p2p_21, P1.full, P2.full, cfg) for k, r in res.items()}
     errs: dict = {}
     if gt is not None:
         if progress:
@@ -450,8 +488,9 @@ def match_files(src: str | Path, tgt: str | Path, cfg: MatchConfig, prior: Denoi
         return {"geodesic_error": errs[name]["mean"] if errs else None,
                 "geodesic_error_median": errs[name]["median"] if errs else None,
                 "geodesic_error_before_zoomout": errs[f"{name}/init"]["mean"] if f"{name}/init" in errs else None,
-                "orientation_energy": orient_e(res[name].p2p_21, False),
-                "orientation_energy_reversing": orient_e(res[name].p2p_21, True),
+                "orientation_energy": orient[name][0],
+                "orientation_energy_reversing": orient[name][1],
+                "orientation_fallback": res[name].orientation_fallback,
                 "seconds": res[name].seconds, "cpu_seconds": res[name].cpu_seconds}
 
     out = {

@@ -181,7 +181,8 @@ def test_deep_oriented_fmreg_resolves_a_left_right_flip():
     """Deep pipeline on WKS input only (blind to the flip): a symmetric shape matched to another
     discretisation of itself, where the direct map and its left/right flip are both isometries. Without
     the orientation term this seed lands on the flip (so the set-up is really ambiguous); with it in the
-    FMReg solve the map is the direct one, and its orientation energy is the small one."""
+    FMReg solve ('solve') the map is the direct one, and its orientation energy is the small one; the
+    default 'fallback' detects the flip by the sign of the orientation energy and solves again."""
     from scipy.spatial.transform import Rotation
 
     v1, f1 = _sym_remeshed(None)
@@ -192,15 +193,20 @@ def test_deep_oriented_fmreg_resolves_a_left_right_flip():
                          k=K, k_diff=32, width=16, c_out=16, n_blocks=1, seed=0)
     P1, P2 = M.prepare(v1, f1, base), M.prepare(v2, f2, base)
 
-    def fractions(w: float) -> tuple[float, float, M.MatchResult]:
-        res = M.match_pair(P1, P2, M.deep_baseline_config(replace(base, w_orient=w)), None)
+    def fractions(w: float, mode: str) -> tuple[float, float, M.MatchResult]:
+        res = M.match_pair(P1, P2, M.deep_baseline_config(replace(base, w_orient=w, orient_mode=mode)), None)
         near = lambda truth: float(np.mean(np.linalg.norm(v1[res.p2p_21] - v1[truth], axis=1) < 0.2))  # noqa: E731
         return near(direct), near(flipped), res
 
-    good0, flip0, _ = fractions(0.0)
-    assert flip0 > 0.8 and good0 < 0.2, (good0, flip0)  # the plain solve flips here
-    good, flip, res = fractions(1.0)
+    good0, flip0, plain = fractions(1.0, "off")
+    assert flip0 > 0.8 and good0 < 0.2, (good0, flip0)  # the plain solve flips here ...
+    pres, rev = M.map_orientation(plain.p2p_21, P1.full, P2.full, base)
+    assert pres > 2 * rev  # ... and its orientation energies say so without ground truth
+    good, flip, res = fractions(1.0, "solve")
     assert good > 0.85 and flip < 0.2, (good, flip)
     D1, D2 = M.orientation_pair(P1.full, P2.full, base)
     C = fmaps.p2p_to_fm(res.p2p_21, P1.full.evecs[:, :K], P2.full.evecs[:, :K], P2.full.mass)
     assert orientation_energy(C, D1, D2) < 0.5 * orientation_energy(C, D1, D2, reversing=True)
+    good, flip, res = fractions(1.0, "fallback")
+    assert res.orientation_fallback and good > 0.85 and flip < 0.2, (res.orientation_fallback, good, flip)
+    assert res.orientation[0] < res.orientation[1]
