@@ -8,7 +8,8 @@ from typing import Any
 def run_bench(quick: bool) -> dict[str, Any]:
     """fusion.bench_fusion.run_bench + fps_320 / fps_640 / geometry_error_mm / deformation_error_mm with the
     classical tracker over the bundled synthetic recording's 90 frames, and (not quick) `scenes_320`: each
-    synthetic scene's errors with the classical tracker and the oracle motion over 90 frames, and a
+    synthetic scene's errors with the classical tracker and the oracle motion over 90 frames (and with the
+    tracker's sample subset drawn with seeds 1 and 2: `*_seeds`; the humanoid's figure is chaotic), and a
     300-frame run of each (`long_300`, with `diverged`: skipped frames, non-finite motion, the tracked model
     covering < 80 % of the last frame's depth, or the graph growing over 4x from phantom surface)."""
     from fusion.bench_fusion import replay_figures
@@ -29,6 +30,9 @@ def run_bench(quick: bool) -> dict[str, Any]:
     scenes: dict[str, Any] = {}
     for name in ("cloth", "cylinder", "humanoid"):
         r = scene_run(name, 90, classical)
+        others = [scene_run(name, 90, lambda gt, s=s: ClassicalTracker(ClassicalTrackerConfig(seed=s))) for s in (1, 2)]
+        for key in ("geometry_error_mm", "deformation_error_mm"):
+            r[f"{key}_seeds"] = [r[key]] + [o_[key] for o_ in others]
         o = scene_run(name, 90, lambda gt: GroundTruthMotion(gt))
         r["geometry_error_mm_oracle"] = o["geometry_error_mm"]
         r["deformation_error_mm_oracle"] = o["deformation_error_mm"]
