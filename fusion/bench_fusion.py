@@ -85,8 +85,8 @@ class _Open3dTSDF:
 def bench_integration(frames: list[RGBDFrame], gt: Any, voxel: float = 0.01, trunc_voxels: float = 4.0,
                       depth_max: float = 3.0, node_coverage: float = 0.05, repeats: int = 3) -> dict[str, Any]:
     """Per-frame integration time (ms) of our non-rigid volume with an oracle graph motion and of open3d's
-    rigid VoxelBlockGrid on the same frames at the same voxel size, interleaved (the order alternates) so that
-    both see the same machine load. Each frame is integrated `repeats` times by each (the first run
+    rigid VoxelBlockGrid on the same frames at the same voxel size, in alternating blocks of all frames so
+    that both see the same machine load. Each frame is integrated `repeats` times by each (the first run
     allocates its blocks); the figures are the median over frames of each frame's best run
     (`*_all_runs`: the median of every run; `*_cpu_ms`: the median CPU time of the process over a run, all
     threads, which a loaded machine's scheduling does not inflate)."""
@@ -108,28 +108,26 @@ def bench_integration(frames: list[RGBDFrame], gt: Any, voxel: float = 0.01, tru
     vol.set_graph(graph)
     # warm-up (numba dispatch, open3d thread pool) on the first frame, not timed
     vol.integrate_warped(frames[1 % len(frames)], graph, motions[1 % len(frames)])
-    ours, ref = [], []  # per frame: the best of `repeats` runs (scheduling noise of a shared machine)
-    ours_all, ref_all, ours_cpu, ref_cpu = [], [], [], []
-    for i, f in enumerate(frames[1:], start=1):
-        best_ours, best_ref = np.inf, np.inf
-        for rep in range(repeats):
-            for which in ((0, 1) if (i + rep) % 2 else (1, 0)):
+    n = len(frames) - 1
+    best = {0: np.full(n, np.inf), 1: np.full(n, np.inf)}  # per frame: the best of `repeats` runs
+    all_runs: dict[int, list[float]] = {0: [], 1: []}
+    cpu_runs: dict[int, list[float]] = {0: [], 1: []}
+    for rep in range(repeats):
+        # block-wise (every frame by one, then every frame by the other; the order alternates): interleaving
+        # frame by frame let one library's idle OpenMP threads, still spinning, slow the other down
+        for which in ((0, 1) if rep % 2 else (1, 0)):
+            for i, f in enumerate(frames[1:], start=1):
                 t0, c0 = time.perf_counter(), time.process_time()
                 if which == 0:
                     vol.integrate_warped(f, graph, motions[i])
                 else:
                     o3.integrate(f.depth, colors[i], f.intrinsics)
                 dt, dc = time.perf_counter() - t0, time.process_time() - c0
-                if which == 0:
-                    best_ours = min(best_ours, dt)
-                    ours_all.append(dt)
-                    ours_cpu.append(dc)
-                else:
-                    best_ref = min(best_ref, dt)
-                    ref_all.append(dt)
-                    ref_cpu.append(dc)
-        ours.append(best_ours)
-        ref.append(best_ref)
+                best[which][i - 1] = min(best[which][i - 1], dt)
+                all_runs[which].append(dt)
+                cpu_runs[which].append(dc)
+    ours, ref = list(best[0]), list(best[1])
+    ours_all, ref_all, ours_cpu, ref_cpu = all_runs[0], all_runs[1], cpu_runs[0], cpu_runs[1]
     ours_ms = 1e3 * float(np.median(ours))
     ref_ms = 1e3 * float(np.median(ref))
     cpu_ours = 1e3 * float(np.median(ours_cpu))
@@ -144,7 +142,7 @@ def bench_integration(frames: list[RGBDFrame], gt: Any, voxel: float = 0.01, tru
         "integrate_cpu_ms": cpu_ours,
         "open3d_integrate_cpu_ms": cpu_ref,
         "integrate_ratio_cpu": cpu_ours / cpu_ref if cpu_ref > 0 else None,
-        "integrate_threads": "ours 1 (small jobs), open3d all",
+        "integrate_threads": "all (both)",
         "integrate_frames": len(ours),
         "integrate_resolution": f"{k.width}x{k.height}",
         "integrate_voxel_mm": voxel * 1e3,
