@@ -3,6 +3,7 @@ NNRT correspondence terms, failure cases (ok=False, never an exception), a synth
 from __future__ import annotations
 
 import dataclasses
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -28,6 +29,22 @@ def rolled():
     g = build_graph(case.model_points, radius=0.05)
     a, w = skinning(case.model_points, g)
     return case, g, a, w
+
+
+@pytest.fixture(scope="module")
+def cloth_pair():
+    """Frames 0 and 2 of the procedural cloth at 160x120 (double speed), the surface seen in frame 0 with its
+    true positions in frame 2 (ground-truth scene flow), colours, graph and skinning."""
+    synthetic = pytest.importorskip("fusion.synthetic")
+    scene = synthetic.make_scene(synthetic.SceneConfig("cloth", width=160, height=120, n_frames=4, speed=2.0))
+    f0, f1 = scene.render(0), scene.render(2)
+    p, n, v = live_geometry(f0.depth, f0.intrinsics, f0.mask)
+    flow = scene.scene_flow(0, 2)
+    ok = v & np.isfinite(flow).all(-1)
+    pts, nrm, truth, col = p[ok], n[ok], (p + flow)[ok], f0.color[ok]
+    g = build_graph(pts, radius=0.05)
+    a, w = skinning(pts, g)
+    return SimpleNamespace(scene=scene, f0=f0, f1=f1, p=p, ok=ok, pts=pts, nrm=nrm, truth=truth, col=col, g=g, a=a, w=w)
 
 
 def _inp(case, g, a, w, frame=None, motion=None):
@@ -154,20 +171,13 @@ def test_failure_cases_return_not_ok(rolled):
     assert not tracker.estimate(_inp(case, g, a, w, motion=bad)).ok
 
 
-def test_two_frames_of_a_synthetic_scene():
+def test_two_frames_of_a_synthetic_scene(cloth_pair):
     """Track frame 2 of the procedural cloth from frame 0 (fusion.synthetic ground-truth scene flow).
 
     The cloth moves by travelling waves: depth ICP + ARAP alone slides along the waves (the error grows),
     the photometric term on the textured cloth pins the motion down."""
-    synthetic = pytest.importorskip("fusion.synthetic")
-    scene = synthetic.make_scene(synthetic.SceneConfig("cloth", width=160, height=120, n_frames=4, speed=2.0))
-    f0, f1 = scene.render(0), scene.render(2)
-    p, n, v = live_geometry(f0.depth, f0.intrinsics, f0.mask)
-    flow = scene.scene_flow(0, 2)
-    ok = v & np.isfinite(flow).all(-1)
-    pts, nrm, truth, col = p[ok], n[ok], (p + flow)[ok], f0.color[ok]
-    g = build_graph(pts, radius=0.05)
-    a, w = skinning(pts, g)
+    c = cloth_pair
+    scene, f1, p, ok, pts, nrm, truth, col, g, a, w = c.scene, c.f1, c.p, c.ok, c.pts, c.nrm, c.truth, c.col, c.g, c.a, c.w
     errs = {}
     for name, colors in (("depth", None), ("depth+color", col)):
         inp = TrackingInput(f1, g, GraphMotion.identity(g.num_nodes), pts, nrm, a, w, colors)
@@ -303,18 +313,11 @@ def test_facing_weight():
     assert torch.allclose(w, torch.tensor([1.0, (c - 0.25) / 0.75, 0.0], dtype=torch.float64))
 
 
-def test_normalised_keyframe_reference_from_the_canonical_frame():
+def test_normalised_keyframe_reference_from_the_canonical_frame(cloth_pair):
     """The canonical frame (identity motion) is the keyframe when TrackingInput carries it: the cloth's
     travelling waves make depth ICP slide, the shading-normalised keyframe term pins the surface down."""
-    synthetic = pytest.importorskip("fusion.synthetic")
-    scene = synthetic.make_scene(synthetic.SceneConfig("cloth", width=160, height=120, n_frames=4, speed=2.0))
-    f0, f1 = scene.render(0), scene.render(2)
-    p, n, v = live_geometry(f0.depth, f0.intrinsics, f0.mask)
-    flow = scene.scene_flow(0, 2)
-    ok = v & np.isfinite(flow).all(-1)
-    pts, nrm, truth = p[ok], n[ok], (p + flow)[ok]
-    g = build_graph(pts, radius=0.05)
-    a, w = skinning(pts, g)
+    c = cloth_pair
+    f0, f1, pts, nrm, truth, g, a, w = c.f0, c.f1, c.pts, c.nrm, c.truth, c.g, c.a, c.w
     cfg = dict(color_reference="keyframe", color_normalize=3.0, color_min_facing=0.5, lambda_color=0.1,
                color_huber=0.3, arap_reference="previous")
     errs = {}
@@ -347,17 +350,12 @@ def test_normalized_intensity_cpu_blur_matches_the_torch_blur():
     assert torch.allclose(fast, ref, atol=1e-9)
 
 
-def test_photometric_residual_sees_motion_along_the_surface():
+def test_photometric_residual_sees_motion_along_the_surface(cloth_pair):
     """`photometric_residual` (used by the neural tracker to refuse motions that slide along the surface):
     the tracked motion of the cloth matches the canonical keyframe's texture better than the same motion
     slid 1.5 cm sideways, which depth alone could not tell apart; None without a keyframe."""
-    synthetic = pytest.importorskip("fusion.synthetic")
-    scene = synthetic.make_scene(synthetic.SceneConfig("cloth", width=160, height=120, n_frames=4, speed=2.0))
-    f0, f1 = scene.render(0), scene.render(2)
-    p, n, v = live_geometry(f0.depth, f0.intrinsics, f0.mask)
-    pts, nrm = p[v], n[v]
-    g = build_graph(pts, radius=0.05)
-    a, w = skinning(pts, g)
+    c = cloth_pair
+    f0, f1, pts, nrm, g, a, w = c.f0, c.f1, c.pts, c.nrm, c.g, c.a, c.w
     tracker = ClassicalTracker()
     inp = TrackingInput(f1, g, GraphMotion.identity(g.num_nodes), pts, nrm, a, w, None, canonical_frame=f0)
     assert tracker.photometric_residual(inp, GraphMotion.identity(g.num_nodes)) is None  # no keyframe yet
