@@ -244,7 +244,7 @@ class ClassicalTracker:
         self._prev: tuple | None = None  # (intensity [H,W], depth [H,W], intrinsics) of the last tracked frame
         self._history: list = []  # [(frame index, rotations [N,3,3], translations [N,3])] of the last two
         self._support: np.ndarray | None = None  # [N] data support of each node in the last tracked frame
-        self._live_cache: tuple | None = None  # (frame index, intensity image as references store it)
+        self._live_cache: tuple | None = None  # (frame, its `_live_intensity` image)
 
     def reset(self) -> None:
         """Forget the previous frame (the photometric reference), the motion history and the frame counter."""
@@ -329,16 +329,21 @@ class ClassicalTracker:
         return sel
 
     def _live_intensity(self, frame) -> torch.Tensor:
-        """The live frame's intensity image [H,W] as the photometric term sees it: grey, blurred by
-        color_blur, shading-normalised when color_normalize > 0 (over the valid depth, and the mask)."""
+        """The frame's intensity image [H,W] as the photometric term sees it: grey, blurred by color_blur,
+        shading-normalised when color_normalize > 0 (over the valid depth, and the mask). The last frame's
+        image is kept (the same frame object is asked for it again: references, selection residuals)."""
+        cache = self._live_cache
+        if cache is not None and cache[0] is frame:
+            return cache[1]
         cfg = self.config
-        gray = intensity_image_t(torch.from_numpy(np.array(frame.color)), cfg.color_blur)
-        if cfg.color_normalize <= 0:
-            return gray
-        valid = np.asarray(frame.depth) > 0
-        if cfg.use_mask and frame.mask is not None:
-            valid &= np.asarray(frame.mask, bool)
-        return normalized_intensity_t(gray.to(torch.float64), torch.from_numpy(valid), cfg.color_normalize)
+        img = intensity_image_t(torch.from_numpy(np.array(frame.color)), cfg.color_blur)
+        if cfg.color_normalize > 0:
+            valid = np.asarray(frame.depth) > 0
+            if cfg.use_mask and frame.mask is not None:
+                valid &= np.asarray(frame.mask, bool)
+            img = normalized_intensity_t(img.to(torch.float64), torch.from_numpy(valid), cfg.color_normalize)
+        self._live_cache = (frame, img)
+        return img
 
     def _photometric_reference(self, inp: TrackingInput, sel: np.ndarray, p: torch.Tensor, an: torch.Tensor,
                                aw: torch.Tensor, nodes: torch.Tensor, stats: dict,
@@ -357,7 +362,6 @@ class ClassicalTracker:
             return None
         t1 = time.perf_counter()
         live_i = self._live_intensity(inp.frame)
-        self._live_cache = (int(inp.frame.index), live_i)  # the image later frames compare with
         refs = []
         wanted = self._color_references()
         prev = self._prev
@@ -387,13 +391,13 @@ class ClassicalTracker:
             both = float(((valid > 0) & (seen > 0)).sum()) / max(float((seen > 0).sum()), 1.0)
             stats["keyframe"] = {"index": key[5], "visible": both}
             refs.append((val, valid, "keyframe"))
-        raw_model = cfg.color_normalize > 0 and not (has_prev or has_key)
-        if has_model and (raw_model or (cfg.color_normalize <= 0 and "model" in wanted) or not (has_prev or has_key)):
+        no_image_ref = not (has_prev or has_key)
+        if has_model and (no_image_ref or (cfg.color_normalize <= 0 and "model" in wanted)):
             # per-point colours cannot be shading-normalised: with normalisation they serve only as the fallback
             # of a frame with no image reference (no canonical frame, first frame), against the raw live image
             model_i = intensity_image_t(torch.from_numpy(np.asarray(inp.model_colors)[sel][None]), 0.0)[0]
             refs.append((model_i, torch.ones(len(sel), dtype=model_i.dtype), "model"))
-            if raw_model:
+            if no_image_ref and cfg.color_normalize > 0:
                 live_i = intensity_image_t(torch.from_numpy(np.array(inp.frame.color)), cfg.color_blur)
         stats["color_ms"] = 1e3 * (time.perf_counter() - t1)
         if not refs:
@@ -437,32 +441,47 @@ class ClassicalTracker:
             w = w * facing_weight(wp, parts.normals, min_facing).to(w.dtype)
         return torch.where(valid, val, torch.zeros_like(val)), w
 
+    @property
+    def keyframe(self) -> tuple | None:
+        """The current photometric keyframe (intensity [H,W], depth [H,W], intrinsics, rotations, translations,
+        frame index), or None; pass it to `photometric_residuals` to score motions against it later."""
+        return self._key
+
     def photometric_residual(self, inp: TrackingInput, motion: GraphMotion, key: tuple | None = None) -> float | None:
-        """Mean |live - keyframe| intensity (as the photometric term sees them: normalised, facing-weighted)
-        of the model samples warped by `motion` into inp.frame, over samples visible in both; key: a
-        keyframe as stored by this tracker (default: its current one). None without a keyframe or with
+        """`photometric_residuals` of one motion."""
+        return self.photometric_residuals(inp, [motion], key)[0]
+
+    def photometric_residuals(self, inp: TrackingInput, motions: list[GraphMotion],
+                              key: tuple | None = None) -> list[float | None]:
+        """For each motion: mean |live - keyframe| intensity (as the photometric term sees them: normalised,
+        facing-weighted) of the model samples warped by it into inp.frame, over samples visible in both;
+        key: a keyframe as `keyframe` returns it (default: the current one). None without a keyframe or with
         fewer than 20 samples seen in both. Depth alone cannot tell motion along the surface; this can."""
         key = self._key if key is None else key
-        if key is None or motion.num_nodes != inp.graph.num_nodes:
-            return None
+        none = [None] * len(motions)
         sel = self._select(inp)
-        if isinstance(sel, str) or len(sel) == 0:
-            return None
+        if key is None or isinstance(sel, str) or len(sel) == 0:
+            return none
+        live = self._live_intensity(inp.frame)
+        if live.shape != key[0].shape:
+            return none
         t64 = lambda a: torch.from_numpy(np.ascontiguousarray(a, np.float64))  # noqa: E731
         p, pn = t64(inp.model_points[sel]), t64(inp.model_normals[sel])
         an = torch.from_numpy(np.ascontiguousarray(inp.model_anchors[sel], np.int64))
         aw, nodes = t64(inp.model_weights[sel]), t64(inp.graph.nodes)
-        live = self._live_intensity(inp.frame)
-        if live.shape != key[0].shape:
-            return None
         mf = self.config.color_min_facing
         ref, vr = self._sample_reference(key[0], key[1], key[2], p, an, aw, nodes, key[3], key[4], pn, mf)
-        cur, vc = self._sample_reference(live, np.asarray(inp.frame.depth), inp.frame.intrinsics, p, an, aw, nodes,
-                                         np.asarray(motion.rotations), np.asarray(motion.translations), pn, mf)
-        w = vr.to(torch.float64) * vc.to(torch.float64)
-        if int((w > 0).sum()) < 20:
-            return None
-        return float((w * (cur.to(torch.float64) - ref.to(torch.float64)).abs()).sum() / w.sum())
+        out: list[float | None] = []
+        for motion in motions:
+            if motion.num_nodes != inp.graph.num_nodes:
+                out.append(None)
+                continue
+            cur, vc = self._sample_reference(live, np.asarray(inp.frame.depth), inp.frame.intrinsics, p, an, aw, nodes,
+                                             np.asarray(motion.rotations), np.asarray(motion.translations), pn, mf)
+            w = vr.to(torch.float64) * vc.to(torch.float64)
+            out.append(None if int((w > 0).sum()) < 20 else
+                       float((w * (cur.to(torch.float64) - ref.to(torch.float64)).abs()).sum() / w.sum()))
+        return out
 
     def _fail(self, inp: TrackingInput, msg: str, stats: dict) -> TrackingResult:
         return TrackingResult(inp.prev_motion, ok=False, message=msg, stats=stats)
@@ -656,8 +675,7 @@ class ClassicalTracker:
             self._support = np.bincount(ia[ia >= 0], weights=wa[ia >= 0], minlength=n).astype(np.float64)
         refs = self._color_references()
         if photo is not None or (cfg.lambda_color > 0 and refs & {"previous", "keyframe"}):
-            cache = self._live_cache
-            live_i = cache[1] if cache is not None and cache[0] == int(frame.index) else self._live_intensity(frame)
+            live_i = self._live_intensity(frame)  # (not photo[0]: the raw image when the model colours stood in)
             self._prev = (live_i, np.asarray(frame.depth), k)
             kf = stats.get("keyframe")
             if "keyframe" in refs and (self._key is None or kf is None or kf["visible"] < cfg.keyframe_min_visible):

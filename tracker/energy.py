@@ -228,21 +228,25 @@ def intensity_image_t(color: torch.Tensor, blur_sigma: float = 1.0) -> torch.Ten
     gray = (0.299 * c[..., 0] + 0.587 * c[..., 1] + 0.114 * c[..., 2]) * scale
     if blur_sigma <= 0:
         return gray
-    r = max(1, int(round(2.5 * blur_sigma)))
-    x = torch.arange(-r, r + 1, dtype=gray.dtype, device=gray.device)
-    k = torch.exp(-x * x / (2 * blur_sigma * blur_sigma))
+    return gaussian_blur_t(gray, blur_sigma)
+
+
+def gaussian_blur_t(img: torch.Tensor, sigma: float) -> torch.Tensor:
+    """Separable Gaussian blur of img [H,W] (radius round(2.5 sigma) pixels, replicated border), img's
+    dtype and device: a sum of shifted copies (much faster than conv2d for a few taps on the CPU)."""
+    r = max(1, int(round(2.5 * sigma)))
+    x = torch.arange(-r, r + 1, dtype=img.dtype, device=img.device)
+    k = torch.exp(-x * x / (2 * sigma * sigma))
     k = k / k.sum()
-    h, w = gray.shape
-    # separable blur as a sum of shifted copies (much faster than conv2d for a few taps on the CPU)
-    pad = torch.nn.functional.pad(gray[None, None], (r, r, 0, 0), mode="replicate")[0, 0]
+    h, w = img.shape
+    pad = torch.nn.functional.pad(img[None, None], (r, r, 0, 0), mode="replicate")[0, 0]
     out = sum(k[i] * pad[:, i:i + w] for i in range(2 * r + 1))
     pad = torch.nn.functional.pad(out[None, None], (0, 0, r, r), mode="replicate")[0, 0]
     return sum(k[i] * pad[i:i + h, :] for i in range(2 * r + 1))
 
 
 def _cv_blur(img: np.ndarray, sigma: float) -> np.ndarray:
-    """The Gaussian blur of `intensity_image_t` (radius round(2.5 sigma), replicated border) by OpenCV:
-    img float [H,W] -> same shape and dtype."""
+    """`gaussian_blur_t` by OpenCV (the same taps): img float [H,W] -> same shape and dtype."""
     import cv2
 
     r = max(1, int(round(2.5 * sigma)))
@@ -262,8 +266,7 @@ def normalized_intensity_t(gray: torch.Tensor, valid: torch.Tensor, sigma: float
         num = torch.from_numpy(_cv_blur((gray * m).numpy(), sigma))
         den = torch.from_numpy(_cv_blur(m.numpy(), sigma))
     else:
-        num = intensity_image_t((gray * m)[..., None].expand(-1, -1, 3), sigma)
-        den = intensity_image_t(m[..., None].expand(-1, -1, 3), sigma)
+        num, den = gaussian_blur_t(gray * m, sigma), gaussian_blur_t(m, sigma)
     mean = num / den.clamp_min(1e-6)
     return torch.where(valid & (mean > 1e-3), gray / mean.clamp_min(1e-3) - 1.0, torch.zeros_like(gray))
 

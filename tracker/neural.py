@@ -595,7 +595,7 @@ class NeuralTracker:
             return TrackingResult(inp.prev_motion, ok=False, message="too few neural correspondences", stats=stats)
         if cfg.select_by_fit and neural_ok and stats.get("fallback") is None:
             t1 = time.perf_counter()
-            key = self.bootstrap._key  # the anchored keyframe before this frame may replace it
+            key = self.bootstrap.keyframe  # the anchored keyframe before this frame may replace it
             alt = self.bootstrap.estimate(inp)
             if alt.ok:
                 fit_n = self.fit_score(inp, motion)
@@ -603,8 +603,7 @@ class NeuralTracker:
                 # depth cannot see motion along the surface: the neural motion must not match the anchored
                 # keyframe's texture worse than the classical one either
                 use_ph = cfg.select_photometric and key is not None  # (a keyframe made from this frame would be biased)
-                ph_n = self.bootstrap.photometric_residual(inp, motion, key) if use_ph else None
-                ph_c = self.bootstrap.photometric_residual(inp, alt.motion, key) if use_ph else None
+                ph_n, ph_c = self.bootstrap.photometric_residuals(inp, [motion, alt.motion], key) if use_ph else (None, None)
                 stats["fit"] = {"neural": fit_n, "classical": fit_c, "photometric": (ph_n, ph_c)}
                 worse_texture = ph_n is not None and ph_c is not None and ph_n > ph_c
                 if fit_n[0] <= (1.0 + cfg.fit_margin) * fit_c[0] or worse_texture:
