@@ -321,26 +321,29 @@ def inverse_warp_points(
     gmin, dims, start, items = build_point_grid(warped_nodes, cell)
     inv2s2 = 1.0 / (2.0 * sigma * sigma)
     ng = m // group
-    for gi in prange(ng):
+    chunk = 256  # groups per task: the scratch arrays are allocated once per chunk, not once per group
+    for ci in prange((ng + chunk - 1) // chunk):
         idx = np.empty(4, np.int64)
         d2 = np.empty(4)
-        c = gi * group + group // 2
-        qx, qy, qz = live[c, 0], live[c, 1], live[c, 2]
-        nf = knn_grid_query(qx, qy, qz, warped_nodes, gmin, dims, start, items, cell, 4, idx, d2)
-        t = np.zeros((3, 4))
-        ws = 0.0
-        for a in range(nf):
-            wa = np.exp(-(d2[a] - d2[0]) * inv2s2)  # relative to the nearest: never all zero
-            n = idx[a]
-            for r in range(3):
-                for q in range(4):
-                    t[r, q] += wa * inv_aff[n, r, q]
-            ws += wa
-        for j in range(gi * group, gi * group + group):
-            px, py, pz = live[j, 0], live[j, 1], live[j, 2]
-            out[j, 0] = (t[0, 0] * px + t[0, 1] * py + t[0, 2] * pz + t[0, 3]) / ws
-            out[j, 1] = (t[1, 0] * px + t[1, 1] * py + t[1, 2] * pz + t[1, 3]) / ws
-            out[j, 2] = (t[2, 0] * px + t[2, 1] * py + t[2, 2] * pz + t[2, 3]) / ws
+        t = np.empty((3, 4))
+        for gi in range(ci * chunk, min(ng, ci * chunk + chunk)):
+            c = gi * group + group // 2
+            qx, qy, qz = live[c, 0], live[c, 1], live[c, 2]
+            nf = knn_grid_query(qx, qy, qz, warped_nodes, gmin, dims, start, items, cell, 4, idx, d2)
+            t[:] = 0.0
+            ws = 0.0
+            for a in range(nf):
+                wa = np.exp(-(d2[a] - d2[0]) * inv2s2)  # relative to the nearest: never all zero
+                n = idx[a]
+                for r in range(3):
+                    for q in range(4):
+                        t[r, q] += wa * inv_aff[n, r, q]
+                ws += wa
+            for j in range(gi * group, gi * group + group):
+                px, py, pz = live[j, 0], live[j, 1], live[j, 2]
+                out[j, 0] = (t[0, 0] * px + t[0, 1] * py + t[0, 2] * pz + t[0, 3]) / ws
+                out[j, 1] = (t[1, 0] * px + t[1, 1] * py + t[1, 2] * pz + t[1, 3]) / ws
+                out[j, 2] = (t[2, 0] * px + t[2, 1] * py + t[2, 2] * pz + t[2, 3]) / ws
     return out
 
 
