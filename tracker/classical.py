@@ -85,9 +85,6 @@ class ClassicalTrackerConfig:
       pulls every frame back toward the canonical shape, so bending is under-tracked a little every frame)
       or "previous" (rigidity of the change since the previous frame's motion, as NNRT's keyframe-to-frame
       graph does).
-    arap_canonical: with arap_reference "previous", the weight (relative to lambda_arap) of an extra
-      canonical ARAP term: a weak pull toward the canonical shape, so that nodes without data (occluded,
-      out of view) do not keep drifting with the constant-velocity prediction.
     rigid_iterations: rigid ICP iterations before the non-rigid solve (0 disables the pre-alignment).
     iterations: non-rigid GN iterations (one projective re-association + one LM step each).
     max_points: model samples used per frame (a fixed random subset); point_stride: take every n-th first.
@@ -136,7 +133,6 @@ class ClassicalTrackerConfig:
     arap_edge_weighting: bool = True
     arap_huber: float | None = None
     arap_reference: str = "previous"
-    arap_canonical: float = 0.0
     rigid_iterations: int = 2
     iterations: int = 4
     max_points: int = 5000
@@ -536,10 +532,7 @@ class ClassicalTracker:
             ew = t64(np.where(s > 0, w * graph.edges.shape[1] / np.where(s > 0, s, 1.0), 0.0))
 
         aedges = ArapEdges.build(nodes, edges, ew)
-        canon = None  # the weak canonical ARAP term beside the "previous" one (arap_canonical)
         if cfg.arap_reference == "previous":
-            if cfg.arap_canonical > 0:
-                canon = aedges
             aedges = aedges.with_rest(t64(prev.rotations), t64(prev.translations))
 
         photo = self._photometric_reference(inp, sel, p, an, aw, nodes, stats, pn)
@@ -633,24 +626,17 @@ class ClassicalTracker:
                                             cfg.color_min_facing).to(pc.dtype)[:, None]
                 pterm = (mi, pc * photo[3] ** 0.5)
 
-            def residuals(r, t, jac, ps=ps, ans=ans, aws=aws, q=q, qn=qn, conf=conf,
+            def residuals(r, t, jac, pp=None, ps=ps, ans=ans, aws=aws, q=q, qn=qn, conf=conf,
                           pterm=pterm, terms=terms, aed=aed) -> list[ResidualBlock]:
-                pp = warp_parts(ps, ans, aws, nodes, r, t)
+                """The residual blocks at (r, t); pp = their warp when already computed."""
+                pp = warp_parts(ps, ans, aws, nodes, r, t) if pp is None else pp
                 out = [point_to_plane_term(pp, q, qn, conf, cfg.lambda_icp, jac),
                        arap_term_edges(aed, r, t, cfg.lambda_arap, jac)]
-                if canon is not None:
-                    out.append(arap_term_edges(canon, r, t, cfg.lambda_arap * cfg.arap_canonical, jac))
                 if pterm is not None:
                     out.append(photometric_term(pp, photo[0], pterm[0], k, pterm[1], 1.0, jac))
                 return out + [f(r, t, jac) for f in terms]
 
-            blocks = [point_to_plane_term(sub, q, qn, conf, cfg.lambda_icp, True),
-                      arap_term_edges(aed, rot, tr, cfg.lambda_arap, True)]
-            if canon is not None:
-                blocks.append(arap_term_edges(canon, rot, tr, cfg.lambda_arap * cfg.arap_canonical, True))
-            if pterm is not None:
-                blocks.append(photometric_term(sub, photo[0], pterm[0], k, pterm[1], 1.0, True))
-            blocks += [f(rot, tr, True) for f in terms]
+            blocks = residuals(rot, tr, True, sub)
             rot, tr, _, mu, info = lm_step(residuals, rot, tr, blocks, mu, solver, jacobian_after=False)
             history.append({"energy_before": info["energy_before"], "energy_after": info.get("energy_after"),
                             "accepted": info["accepted"], "correspondences": n_corr, "rms_mm": 1e3 * rms,
