@@ -31,13 +31,15 @@ def run_bench(quick: bool) -> dict[str, Any]:
     for name in ("cloth", "cylinder", "humanoid"):
         r = scene_run(name, 90, classical)
         others = [scene_run(name, 90, lambda gt, s=s: ClassicalTracker(ClassicalTrackerConfig(seed=s))) for s in (1, 2)]
-        for key in ("geometry_error_mm", "deformation_error_mm"):
+        for key in ("geometry_error_mm", "deformation_error_mm", "deformation_error_visible_mm"):
             r[f"{key}_seeds"] = [r[key]] + [o_[key] for o_ in others]
         o = scene_run(name, 90, lambda gt: GroundTruthMotion(gt))
         r["geometry_error_mm_oracle"] = o["geometry_error_mm"]
         r["deformation_error_mm_oracle"] = o["deformation_error_mm"]
+        r["deformation_error_visible_mm_oracle"] = o["deformation_error_visible_mm"]
         long = scene_run(name, 300, classical)
-        r["long_300"] = {k: long[k] for k in ("skipped", "geometry_error_mm", "deformation_error_mm", "nodes_first",
+        r["long_300"] = {k: long[k] for k in ("skipped", "geometry_error_mm", "deformation_error_mm",
+                                              "deformation_error_visible_mm", "nodes_first",
                                               "nodes", "live_coverage", "finite")}
         r["long_300"]["diverged"] = bool(not long["finite"] or long["skipped"] > 0 or (long["live_coverage"] or 0) < 0.8
                                          or long["nodes"] > 4 * (long["nodes_first"] or 1))

@@ -239,7 +239,8 @@ def scene_run(name: str, n_frames: int, make_estimator: Callable[[Any], MotionEs
     """One synthetic scene (the bundled sample's settings with `name` swapped in: "cloth", "cylinder",
     "humanoid"), n_frames rendered at 640x480 and fused at `size` with `make_estimator(gt)`.
 
-    Returns geometry_error_mm / deformation_error_mm against the ground truth, frames skipped, fps (wall),
+    Returns geometry_error_mm / deformation_error_mm (and deformation_error_visible_mm: over the vertices each
+    frame sees) against the ground truth, frames skipped, fps (wall),
     the graph's node count after the first and the last frame (`nodes_first`, `nodes`: phantom surface fused
     from misaligned depth makes the graph grow), `live_coverage` (fraction of the last frame's observed depth
     within 2 cm of the tracked model: a tracker that lost the object leaves it uncovered) and `finite`."""
@@ -264,7 +265,7 @@ def scene_run(name: str, n_frames: int, make_estimator: Callable[[Any], MotionEs
     cover = live_depth_coverage(pipe, last) if last is not None else None
     return {"frames": n_frames, "fps": rep["fps"], "skipped": rep["frames_skipped"],
             "geometry_error_mm": rep.get("geometry_error_mm"), "deformation_error_mm": rep.get("deformation_error_mm"),
-            "nodes_first": nodes_first, "nodes": pipe.graph.num_nodes, "live_coverage": cover, "finite": finite}
+            "deformation_error_visible_mm": rep.get("deformation_error_visible_mm"), "nodes_first": nodes_first, "nodes": pipe.graph.num_nodes, "live_coverage": cover, "finite": finite}
 
 
 def live_depth_coverage(pipe: Any, frame: RGBDFrame, tolerance: float = 0.02) -> float | None:
