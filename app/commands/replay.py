@@ -134,7 +134,9 @@ def summary_line(rep: dict) -> str:
     if rep.get("geometry_error_mm") is not None:
         parts.append(f"geometry error {rep['geometry_error_mm']:.2f} mm")
     if rep.get("deformation_error_mm") is not None:
-        parts.append(f"deformation error {rep['deformation_error_mm']:.2f} mm")
+        vis = rep.get("deformation_error_visible_mm")
+        parts.append(f"deformation error {rep['deformation_error_mm']:.2f} mm"
+                     + (f" ({vis:.2f} mm where the frame sees the surface)" if vis is not None else ""))
     if rep.get("frames_skipped"):
         parts.append(f"skipped {rep['frames_skipped']} {rep['skipped']}")
     return ", ".join(parts)
