@@ -73,6 +73,9 @@ def run_bench(quick: bool) -> dict:
                          "samples": cfg.sds_samples},
                  "orientation": {"mode_both_deep_pipelines": cfg.orient_mode,
                                  "w_orient_fmreg_both_deep_pipelines": cfg.w_orient, "w_orient_loss": cfg.w_orient_loss,
+                                 "operators_both_deep_pipelines": cfg.orient_ops, "orient_every": cfg.orient_every,
+                                 "select_n_distortion": cfg.n_distortion, "select_distortion_radius": cfg.distortion_radius,
+                                 "n_orient_learned": cfg.n_orient_learned,
                                  "n_orient_wks": cfg.n_orient, "wks_zoomout": cfg.w_orient_baseline,
                                  "wks_orient_zoomout": cfg.w_orient_classic}, "pairs": {}}
     methods = ("diffumatch", "wks_zoomout", "deep_fm", "wks_orient_zoomout")
@@ -82,7 +85,8 @@ def run_bench(quick: bool) -> dict:
     # each), oracle
     rows = []
     for name, s, t, g in pairs:
-        pair: dict = {"per_seed": {m: [] for m in methods}, "orientation_fallback_per_seed": {m: [] for m in deep}}
+        pair: dict = {"per_seed": {m: [] for m in methods}, "orientation_fallback_per_seed": {m: [] for m in deep},
+                      "chosen_w_orient_per_seed": {m: [] for m in deep}, "distortion_per_seed": {m: [] for m in deep}}
         for seed in seeds:
             c0 = time.process_time()
             r = match_files(s, t, replace(cfg, seed=seed), prior, gt_file=g, n_eval=500 if quick else 2000, oracle=True)
@@ -95,6 +99,9 @@ def run_bench(quick: bool) -> dict:
                 pair["per_seed"][m].append(f[m]["geodesic_error"])
             for m in deep:
                 pair["orientation_fallback_per_seed"][m].append(bool(f[m]["orientation_fallback"]))
+                cands = f[m].get("select_candidates") or []
+                pair["chosen_w_orient_per_seed"][m].append(next((c["w_orient"] for c in cands if c["chosen"]), cfg.w_orient))
+                pair["distortion_per_seed"][m].append([c["distortion"] for c in cands])
             rows.append([f[m][key] for key in ("geodesic_error", "cpu_seconds", "seconds", "geodesic_error_median",
                                                "orientation_energy") for m in methods] + [r["oracle_gt_zoomout"]])
         pair["mean_over_seeds"] = {m: float(np.mean(v)) for m, v in pair["per_seed"].items()}

@@ -83,15 +83,32 @@ class MatchConfig:
     in the solve's energy (a k^2 x k^2 system; 0 = the plain row-wise FMReg)."""
     w_orient_loss: float = 0.0
     """weight of the same orientation energy as a loss on FM_12 and FM_21 (instead of / besides the solve)."""
-    orient_mode: str = "solve"
+    orient_mode: str = "select"
     """how the deep pipelines use the orientation term: 'solve' = always in the FMReg solve (w_orient);
     'off' = never; 'fallback' = solve without it, and only when the output map is orientation-REVERSING
     (its orientation energy with the commuting sign exceeds the one with the anticommuting sign: a global
     left/right flip) solve again with it and return that map (measured: it never fires on the bench
-    pairs, whose wrong basins are partial flips; see docs/dev/notes/issue9.md)."""
+    pairs, whose wrong basins are partial flips; see docs/dev/notes/issue9.md); 'select' = run the
+    pipeline twice, without and with the term, and keep the map with the lower metric distortion
+    (`DistortionProbe`: local metric distortion, no ground truth)."""
+    n_distortion: int = 100
+    """target vertices sampled (seeded) for the local metric distortion of orient_mode 'select'."""
+    distortion_radius: float = 0.15
+    """neighbourhood radius (geodesic, unit-area shape units) of that distortion (`DistortionProbe`)."""
     n_orient: int = 16
     """WKS descriptors whose orientation operators enter the orientation term (every other one of the
     network's 32 WKS energies)."""
+    orient_ops: str = "wks"
+    """descriptors whose orientation operators build the orientation term of the deep pipelines: 'wks' (fixed
+    WKS, `orientation_pair`, built once per pair), 'learned' (the feature net's own output descriptors,
+    detached, `learned_orientation_pair`; rebuilt every `orient_every` optimisation steps and once on the
+    full shapes for the final map; cf. DUO-FMNet, Donati et al. 2022, which builds its orientation-aware
+    maps from learned features), 'both' (WKS and learned operators together, each set weighted by its
+    count in the mean)."""
+    orient_every: int = 10
+    """optimisation steps between two rebuilds of the learned-feature orientation term (orient_ops != 'wks')."""
+    n_orient_learned: int = 16
+    """learned descriptor channels whose operators enter the term (every c_out // n_orient_learned-th one)."""
     mask: str = "prior"
     """'prior' (derived from the denoiser) or 'laplacian' (resolvent mask)."""
     n_wks_baseline: int = 100
@@ -140,6 +157,9 @@ class MatchResult:
     """(preserving, reversing) orientation energies of the output map (`map_orientation`), when computed."""
     orientation_fallback: bool = False
     """True when orient_mode 'fallback' found the first map orientation-reversing and solved again."""
+    candidates: list[dict] = field(default_factory=list)
+    """orient_mode 'select': one dict per candidate map ("w_orient", "distortion", "orientation" (preserving,
+    reversing), "chosen", "p2p_21" int64 [n2]); empty otherwise."""
 
 
 def _decimate(verts: np.ndarray, faces: np.ndarray, n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -192,6 +212,35 @@ def orientation_pair(s1: SpectralShape, s2: SpectralShape, cfg: MatchConfig) -> 
         return orientation_ops(s, w[:, :: max(1, 32 // cfg.n_orient)][:, : cfg.n_orient], cfg.k)
 
     return normalise_pair(ops(s1), ops(s2))
+
+
+def learned_orientation_pair(s1: SpectralShape, s2: SpectralShape, F1: np.ndarray, F2: np.ndarray,
+                             cfg: MatchConfig) -> tuple[np.ndarray, np.ndarray]:
+    """Orientation operators (D1 [d, k, k], D2 [d, k, k]) of the feature net's descriptors F1 [n1, c_out],
+    F2 [n2, c_out] (float, one row per vertex of s1 / s2; the same channel on both shapes corresponds):
+    every c_out // n_orient_learned-th channel (d = min(n_orient_learned, c_out) of them), each pair scaled
+    by `orientation.normalise_pair`. No gradient flows through them (numpy)."""
+    c = F1.shape[1]
+    idx = np.arange(0, c, max(1, c // max(1, cfg.n_orient_learned)))[: cfg.n_orient_learned]
+    D1 = orientation_ops(s1, np.asarray(F1, np.float64)[:, idx], cfg.k)
+    D2 = orientation_ops(s2, np.asarray(F2, np.float64)[:, idx], cfg.k)
+    return normalise_pair(D1, D2)
+
+
+def _orient_operators(s1: SpectralShape, s2: SpectralShape, cfg: MatchConfig, F1: torch.Tensor | None = None,
+                      F2: torch.Tensor | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """(D1, D2) of the orientation term as selected by cfg.orient_ops; the learned part needs the net's
+    descriptors F1 [n1, c], F2 [n2, c] on s1 / s2."""
+    parts = []
+    if cfg.orient_ops in ("wks", "both"):
+        parts.append(orientation_pair(s1, s2, cfg))
+    if cfg.orient_ops in ("learned", "both"):
+        if F1 is None or F2 is None:
+            raise ValueError("learned orientation operators need the network's descriptors")
+        parts.append(learned_orientation_pair(s1, s2, F1.detach().cpu().numpy(), F2.detach().cpu().numpy(), cfg))
+    if not parts:
+        raise ValueError(f"unknown orient_ops {cfg.orient_ops!r}")
+    return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
 
 
 def wks_zoomout(P1: PreparedShape, P2: PreparedShape, cfg: MatchConfig = MatchConfig(),
@@ -257,12 +306,14 @@ def _proper(C: torch.Tensor, oa: ShapeOps, ob: ShapeOps, k: int) -> torch.Tensor
     return torch.as_tensor(P, dtype=C.dtype, device=C.device)
 
 
-def _orient_quadratics(s1: SpectralShape, s2: SpectralShape, cfg: MatchConfig,
-                       dev: torch.device) -> tuple[torch.Tensor | None, torch.Tensor | None]:
-    """(Q_12, Q_21) [k^2, k^2] of the orientation term in the FMReg solves (None, None when w_orient = 0)."""
+def _orient_quadratics(s1: SpectralShape, s2: SpectralShape, cfg: MatchConfig, dev: torch.device,
+                       F1: torch.Tensor | None = None, F2: torch.Tensor | None = None
+                       ) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+    """(Q_12, Q_21) [k^2, k^2] of the orientation term in the FMReg solves (None, None when w_orient = 0);
+    operators per cfg.orient_ops (`_orient_operators`; F1, F2 = the net's descriptors for 'learned' / 'both')."""
     if not cfg.w_orient:
         return None, None
-    D1, D2 = orientation_pair(s1, s2, cfg)
+    D1, D2 = _orient_operators(s1, s2, cfg, F1, F2)
     return (torch.as_tensor(orientation_quadratic(a, b, cfg.w_orient), dtype=torch.float32, device=dev)
             for a, b in ((D1, D2), (D2, D1)))
 
@@ -308,13 +359,16 @@ def optimise_features(P1: PreparedShape, P2: PreparedShape, cfg: MatchConfig, pr
         prior = prior.to(dev)
     if cfg.w_orient_loss:
         D1, D2 = (torch.as_tensor(D, dtype=torch.float32, device=dev) for D in orientation_pair(P1.low, P2.low, cfg))
-    Q12, Q21 = _orient_quadratics(P1.low, P2.low, cfg, dev)
+    learned = cfg.orient_ops != "wks" and cfg.w_orient
+    Q12, Q21 = (None, None) if learned else _orient_quadratics(P1.low, P2.low, cfg, dev)
     hist: list[float] = []
     for step in range(cfg.steps):
         if cancel and cancel():
             raise MatchCancelled("matching cancelled")
         F1 = _normalise(net(x1, o1), o1)
         F2 = _normalise(net(x2, o2), o2)
+        if learned and step % max(1, cfg.orient_every) == 0:
+            Q12, Q21 = _orient_quadratics(P1.low, P2.low, cfg, dev, F1, F2)
         C12 = _solve(F1, F2, o1, o2, k, m12, cfg.lam, Q12)
         C21 = _solve(F2, F1, o2, o1, k, m21, cfg.lam, Q21)
         loss = cfg.w_bij * (((C12 @ C21 - eye) ** 2).sum() + ((C21 @ C12 - eye) ** 2).sum())
@@ -353,6 +407,49 @@ def map_orientation(p2p_21: np.ndarray, s1: SpectralShape, s2: SpectralShape, cf
     return orientation_energy(C, D1, D2), orientation_energy(C, D1, D2, reversing=True)
 
 
+class DistortionProbe:
+    """Local metric distortion of point-to-point maps between two shapes (needs no ground truth).
+
+    For a seeded sample S of target vertices a and every target vertex b with d2(a, b) < radius:
+        distortion = sum |d1(p(a), p(b)) - d2(a, b)| / sum d2(a, b)
+    (d1 / d2 heat-method geodesics on the unit-area source / target, p = p2p_21; dimensionless, 0 for an
+    isometry). Restricting the pairs to neighbourhoods keeps the global stretching of a non-isometric pair
+    out of it, while a seam (a limb or side mapped to the wrong one, a partial left/right flip) still
+    sends nearby target points far apart. The target distances are computed once and shared by every
+    map scored; each map costs |S| distance solves on the source."""
+
+    def __init__(self, s1: SpectralShape, s2: SpectralShape, n_samples: int = 100, radius: float = 0.15, seed: int = 0):
+        from .spectral import GeodesicOracle
+
+        rng = np.random.default_rng(seed)
+        self.sample = np.sort(rng.choice(s2.n, min(n_samples, s2.n), replace=False))
+        o2 = GeodesicOracle(s2.verts, s2.faces)
+        d2 = np.stack([o2.from_vertex(int(a)) for a in self.sample])  # [S, n2]
+        self.near = d2 < radius  # [S, n2], pairs (a, b) entering the sum
+        self.d2 = d2[self.near]
+        self._o1 = GeodesicOracle(s1.verts, s1.faces)
+
+    def __call__(self, p2p_21: np.ndarray) -> float:
+        """Distortion (float >= 0) of p2p_21 int [n2] (target vertex -> source vertex)."""
+        p = np.asarray(p2p_21)
+        d1 = np.stack([self._o1.from_vertex(int(p[a]))[p] for a in self.sample])  # [S, n2]
+        return float(np.abs(d1[self.near] - self.d2).sum() / max(self.d2.sum(), 1e-12))
+
+
+def map_distortion_reference(p2p_21: np.ndarray, dist1: np.ndarray, dist2: np.ndarray, sample: np.ndarray,
+                             radius: float) -> float:
+    """Slow plain definition of `DistortionProbe`: full geodesic matrices dist1 [n1, n1], dist2 [n2, n2]
+    (unit-area units), the sampled target vertices sample int [S] and the neighbourhood radius; a double
+    loop over (sample vertex, target vertex) pairs."""
+    num = den = 0.0
+    for a in sample:
+        for b in range(len(p2p_21)):
+            if dist2[a, b] < radius:
+                num += abs(dist1[p2p_21[a], p2p_21[b]] - dist2[a, b])
+                den += dist2[a, b]
+    return float(num / den)
+
+
 def match_pair(P1: PreparedShape, P2: PreparedShape, cfg: MatchConfig = MatchConfig(), prior: Denoiser | None = None,
                progress: Progress | None = None, cancel: Cancel | None = None) -> MatchResult:
     """Deep functional-map matching of a prepared pair: DiffuMatch when `prior` is given and cfg.w_sds > 0,
@@ -360,8 +457,10 @@ def match_pair(P1: PreparedShape, P2: PreparedShape, cfg: MatchConfig = MatchCon
     The orientation term follows cfg.orient_mode ('solve', 'off', 'fallback'; see MatchConfig)."""
     if cfg.orient_mode == "solve":
         return _match_once(P1, P2, cfg, prior, progress, cancel)
-    if cfg.orient_mode not in ("off", "fallback"):
+    if cfg.orient_mode not in ("off", "fallback", "select"):
         raise ValueError(f"unknown orient_mode {cfg.orient_mode!r}")
+    if cfg.orient_mode == "select":
+        return _match_select(P1, P2, cfg, prior, progress, cancel)
     first = _match_once(P1, P2, replace(cfg, w_orient=0.0), prior, progress, cancel)
     if cfg.orient_mode == "off":
         return first
@@ -378,6 +477,34 @@ def match_pair(P1: PreparedShape, P2: PreparedShape, cfg: MatchConfig = MatchCon
     return second
 
 
+def _match_select(P1: PreparedShape, P2: PreparedShape, cfg: MatchConfig, prior: Denoiser | None,
+                  progress: Progress | None, cancel: Cancel | None) -> MatchResult:
+    """orient_mode 'select': the pipeline without and with the orientation term; the final map with the
+    lower local metric distortion (`DistortionProbe`) is returned (the first on a tie)."""
+    def sub(lo: float, hi: float) -> Progress | None:
+        return None if progress is None else (lambda f, m: progress(lo + (hi - lo) * f, m))
+
+    ws = [0.0, cfg.w_orient] if cfg.w_orient else [0.0]
+    runs = [_match_once(P1, P2, replace(cfg, w_orient=w), prior, sub(i * 0.45, (i + 1) * 0.45), cancel)
+            for i, w in enumerate(ws)]
+    if progress:
+        progress(0.92, "choosing the map with the lower metric distortion")
+    c0, t0 = time.process_time(), time.perf_counter()
+    probe = DistortionProbe(P1.full, P2.full, cfg.n_distortion, cfg.distortion_radius, cfg.seed)
+    dist = [probe(r.p2p_21) for r in runs]
+    orient = [map_orientation(r.p2p_21, P1.full, P2.full, cfg) for r in runs]
+    best = int(np.argmin(dist))
+    out = runs[best]
+    out.orientation = orient[best]
+    out.candidates = [{"w_orient": w, "distortion": d, "orientation": o, "chosen": i == best, "p2p_21": r.p2p_21}
+                      for i, (w, d, o, r) in enumerate(zip(ws, dist, orient, runs))]
+    out.seconds = sum(r.seconds for r in runs) + time.perf_counter() - t0
+    out.cpu_seconds = sum(r.cpu_seconds for r in runs) + time.process_time() - c0
+    if progress:
+        progress(1.0, "done")
+    return out
+
+
 def _match_once(P1: PreparedShape, P2: PreparedShape, cfg: MatchConfig, prior: Denoiser | None,
                 progress: Progress | None, cancel: Cancel | None) -> MatchResult:
     t0, c0 = time.perf_counter(), time.process_time()
@@ -389,10 +516,10 @@ def _match_once(P1: PreparedShape, P2: PreparedShape, cfg: MatchConfig, prior: D
     o1 = ShapeOps.from_shape(P1.full, cfg.k_diff, device=dev)
     o2 = ShapeOps.from_shape(P2.full, cfg.k_diff, device=dev)
     m12, _ = _masks(cfg, prior, o1, o2)
-    Q12, _ = _orient_quadratics(P1.full, P2.full, cfg, dev)
     with torch.no_grad():
         F1 = _normalise(net(o1.inputs(cfg.input), o1), o1)
         F2 = _normalise(net(o2.inputs(cfg.input), o2), o2)
+        Q12, _ = _orient_quadratics(P1.full, P2.full, cfg, dev, F1, F2)
         C12 = _solve(F1, F2, o1, o2, cfg.k, m12, cfg.lam, Q12).cpu().numpy().astype(np.float64)
     if cancel and cancel():
         raise MatchCancelled("matching cancelled")
@@ -431,6 +558,7 @@ def match_files(src: str | Path, tgt: str | Path, cfg: MatchConfig, prior: Denoi
     "orientation_energy" / "orientation_energy_reversing" (`map_orientation` of the output p2p: small /
     large for an orientation-preserving map, the reverse for a left/right flip; needs no ground truth),
     "orientation_fallback" (True when the first deep map was a flip and was solved again, orient_mode),
+    "select_candidates" (orient_mode 'select': per candidate map w_orient, distortion, orientation, chosen),
     "baselines": {"wks_zoomout": {...}, "deep_fm": {...}, "wks_orient_zoomout": {...}} with the same
     per-method keys (wks_orient_zoomout: the WKS solve with the orientation term, w_orient_classic, a
     diagnostic beside the plain baseline)}. With `oracle`
@@ -491,6 +619,7 @@ def match_files(src: str | Path, tgt: str | Path, cfg: MatchConfig, prior: Denoi
                 "orientation_energy": orient[name][0],
                 "orientation_energy_reversing": orient[name][1],
                 "orientation_fallback": res[name].orientation_fallback,
+                "select_candidates": [{k: v for k, v in c.items() if k != "p2p_21"} for c in res[name].candidates],
                 "seconds": res[name].seconds, "cpu_seconds": res[name].cpu_seconds}
 
     out = {

@@ -6,8 +6,14 @@ evaluation pair).
 
     OMP_NUM_THREADS=1 nice -n 10 .venv/bin/python -m models.diffumatch.tune_sds orient_proc 0 1 > orient_tuning_procedural.jsonl
 
+    OMP_NUM_THREADS=1 nice -n 10 .venv/bin/python -m models.diffumatch.tune_sds orient_ops_proc learned,both 0 1
+    OMP_NUM_THREADS=1 nice -n 10 .venv/bin/python -m models.diffumatch.tune_sds orient_ops_proc select 0 1
+    OMP_NUM_THREADS=1 nice -n 10 .venv/bin/python -m models.diffumatch.tune_sds orient_ops learned 0
+
 (the second: ORIENT_SETTINGS for the given seeds; the third: the orientation weight in the FMReg solve on
-held-out NON-ISOMETRIC procedural pairs, `tune_orient_procedural`). A setting named "deep_fm..." applies its overrides
+held-out NON-ISOMETRIC procedural pairs, `tune_orient_procedural`; the last three: ORIENT_OPS_SETTINGS
+(learned-feature orientation operators, orient_mode 'select') on the procedural and the camel tuning pairs;
+'select' rows list both candidate maps with their distortion and, for the record only, their error). A setting named "deep_fm..." applies its overrides
 to the deep baseline's config, "wks..." runs the classical WKS solve (+ ZoomOut) with its overrides.
 
 For every setting (a dict of MatchConfig overrides; "deep_fm" = the baseline) and tuning pair, one JSON
@@ -51,6 +57,15 @@ ORIENT_SETTINGS: dict[str, dict] = {
 }
 """orientation weight in the FMReg solve of DiffuMatch (w1 = the default SDS) and of the deep baseline,
 the loss variant, and the weight of the classical WKS solve."""
+
+ORIENT_OPS_SETTINGS: dict[str, dict] = {
+    "wks": {"orient_ops": "wks"},
+    "learned": {"orient_ops": "learned"},
+    "both": {"orient_ops": "both"},
+    "select": {"orient_mode": "select"},
+    "select_learned": {"orient_mode": "select", "orient_ops": "learned"},
+}
+"""which descriptors build the orientation operators of both deep pipelines (MatchConfig.orient_ops)."""
 
 
 def tune(settings: dict[str, dict] = DEFAULT_SETTINGS, n_eval: int = 600, seed: int = 0) -> Iterator[dict]:
@@ -102,7 +117,8 @@ def tune(settings: dict[str, dict] = DEFAULT_SETTINGS, n_eval: int = 600, seed: 
             row = {"pair": f"{I}_to_{J}", "name": name, "over": over, "seed": seed, "cpu_seconds": time.process_time() - t0,
                    "final": err(r.p2p_21), "init": err(r.p2p_21_init), "orientation_energy_final": orient(r.p2p_21),
                    "sds_grad_ratio_mean": float(np.mean(r.sds_grad_ratio)) if r.sds_grad_ratio else 0.0,
-                   "inlier_fraction": float(inlier.mean())}
+                   "inlier_fraction": float(inlier.mean()),
+                   "candidates": _candidates(r, lambda i: err(r.candidates[i]["p2p_21"])["mean"])}
             if name == "nosds":
                 ref = r
             elif ref is not None:
@@ -112,12 +128,14 @@ def tune(settings: dict[str, dict] = DEFAULT_SETTINGS, n_eval: int = 600, seed: 
 
 
 def tune_orient_procedural(seeds: tuple[int, ...] = (0, 1), weights: tuple[float, ...] = (0.0, 0.3, 1.0),
-                           n_eval: int = 600) -> Iterator[dict]:
+                           n_eval: int = 600, settings: dict[str, dict] | None = None,
+                           methods: tuple[str, ...] = ("diffumatch", "deep_fm")) -> Iterator[dict]:
     """Orientation weight (orient_mode 'solve') of both deep pipelines on held-out non-isometric pairs with
     an exact ground truth: member 0 -> member 1 of each procedural collection drawn with seed 7 (the prior
     was trained on seed 0's members; re-proportioned + re-posed, so the pairs are not isometric). One dict
     per (seed, pair, weight, method): geodesic errors (final, pre-ZoomOut) on `n_eval` target vertices and
-    the (preserving, reversing) orientation energies of the output map and of the ground truth."""
+    the (preserving, reversing) orientation energies of the output map and of the ground truth. With
+    `settings` (name -> MatchConfig overrides, applied to both methods) those replace the weights."""
     from .data import procedural_collections
     from . import matching as M
     from .evaluation import geodesic_errors_on
@@ -131,17 +149,29 @@ def tune_orient_procedural(seeds: tuple[int, ...] = (0, 1), weights: tuple[float
             P1, P2 = M.prepare(col.verts[0], col.faces, base), M.prepare(col.verts[1], col.faces, base)
             gt = np.arange(P2.full.n)
             o_gt = M.map_orientation(gt, P1.full, P2.full, base)
-            for w in weights:
-                for name in ("diffumatch", "deep_fm"):
-                    cfg = replace(base, w_orient=w)
+            runs = settings if settings is not None else {f"w_orient={w}": {"w_orient": w} for w in weights}
+            for setting, over in runs.items():
+                for name in methods:
+                    cfg = replace(base, **over)
+                    w = cfg.w_orient
                     t0 = time.process_time()
                     r = (M.match_pair(P1, P2, cfg, prior) if name == "diffumatch"
                          else M.match_pair(P1, P2, M.deep_baseline_config(cfg), None))
-                    e = geodesic_errors_on(P1.full.verts, P1.full.faces, 1.0, gt, {"f": r.p2p_21, "i": r.p2p_21_init}, n_eval, seed)
-                    yield {"pair": f"{col.name}#{ci}", "seed": seed, "method": name, "w_orient": w,
+                    preds = {"f": r.p2p_21, "i": r.p2p_21_init, **{f"c{i}": c["p2p_21"] for i, c in enumerate(r.candidates)}}
+                    e = geodesic_errors_on(P1.full.verts, P1.full.faces, 1.0, gt, preds, n_eval, seed)
+                    yield {"pair": f"{col.name}#{ci}", "seed": seed, "method": name, "w_orient": w, "setting": setting,
+                           "over": over,
                            "final": e["f"]["mean"], "init": e["i"]["mean"],
                            "orientation": list(M.map_orientation(r.p2p_21, P1.full, P2.full, base)),
-                           "orientation_gt": list(o_gt), "cpu_seconds": time.process_time() - t0}
+                           "orientation_gt": list(o_gt), "cpu_seconds": time.process_time() - t0,
+                           "candidates": _candidates(r, lambda i: e[f"c{i}"]["mean"])}
+
+
+def _candidates(r, err) -> list[dict]:
+    """orient_mode 'select': per candidate its orientation weight, distortion, orientation energies, whether
+    it was chosen and its geodesic error err(i) (for the record; the choice never sees it)."""
+    return [{"w_orient": c["w_orient"], "distortion": c["distortion"], "orientation": list(c["orientation"]),
+             "chosen": c["chosen"], "final": err(i)} for i, c in enumerate(r.candidates)]
 
 
 if __name__ == "__main__":
@@ -150,7 +180,19 @@ if __name__ == "__main__":
     import torch
 
     torch.set_num_threads(1)
-    if len(sys.argv) > 1 and sys.argv[1] == "orient_proc":
+    if len(sys.argv) > 2 and sys.argv[1] == "orient_ops_proc":  # orient_ops_proc NAME[,NAME] SEED...
+        sel = {n: ORIENT_OPS_SETTINGS[n] for n in sys.argv[2].split(",")}
+        for row in tune_orient_procedural(tuple(int(a) for a in sys.argv[3:]) or (0, 1), settings=sel):
+            print(json.dumps(row), flush=True)
+    elif len(sys.argv) > 2 and sys.argv[1] == "orient_ops":  # orient_ops NAME[,NAME] SEED...: camel tuning pairs
+        for sd in [int(a) for a in sys.argv[3:]] or [0]:
+            sel = {}
+            for n in sys.argv[2].split(","):
+                sel[f"w1_{n}"] = ORIENT_OPS_SETTINGS[n]
+                sel[f"deep_fm_{n}"] = ORIENT_OPS_SETTINGS[n]
+            for row in tune(sel, seed=sd):
+                print(json.dumps(row), flush=True)
+    elif len(sys.argv) > 1 and sys.argv[1] == "orient_proc":
         for row in tune_orient_procedural(tuple(int(a) for a in sys.argv[2:]) or (0, 1)):
             print(json.dumps(row), flush=True)
     elif len(sys.argv) > 1 and sys.argv[1] == "orient":

@@ -52,6 +52,11 @@ def test_match_cli_writes_map_and_report(pair, tmp_path):
         assert b["orientation_energy"] >= 0 and b["orientation_energy_reversing"] >= 0
     # a self-match (identity ground truth, same shape) preserves orientation: no second solve
     assert r["orientation_energy"] < r["orientation_energy_reversing"] and r["orientation_fallback"] is False
+    # default orient_mode 'select': both deep pipelines report their two candidates (without / with the
+    # orientation term), exactly one chosen, the one with the lower distortion
+    for c in (r["select_candidates"], r["baselines"]["deep_fm"]["select_candidates"]):
+        assert [x["w_orient"] for x in c] == [0.0, 1.0] and sum(x["chosen"] for x in c) == 1
+        assert min(c, key=lambda x: x["distortion"])["chosen"]
     # --gt-map with the same identity map gives the same figure
     gt = tmp_path / "gt.txt"
     gt.write_text("".join(f"{i}\n" for i in range(162)))
