@@ -17,7 +17,8 @@ FRAMES = 300
 
 HUMANOID_DIVERGES = pytest.mark.xfail(
     strict=True, reason="known failure (issue #3 open): the classical tracker loses the humanoid's fast-swinging "
-    "arms when they pass close to the torso and does not re-localise them; misaligned depth is fused into phantom "
+    "arms while they are hidden behind the torso and does not re-localise them when they come out; misaligned depth "
+    "is fused into phantom "
     "surface and the graph grows from 60 to 285 nodes over 300 frames at 160x120 (66 to 185 at 320x240)")
 
 
