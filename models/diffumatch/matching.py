@@ -454,7 +454,7 @@ def match_pair(P1: PreparedShape, P2: PreparedShape, cfg: MatchConfig = MatchCon
                progress: Progress | None = None, cancel: Cancel | None = None) -> MatchResult:
     """Deep functional-map matching of a prepared pair: DiffuMatch when `prior` is given and cfg.w_sds > 0,
     the deep baseline with `deep_baseline_config(cfg)` and prior None. Returns p2p_21 on the full shapes.
-    The orientation term follows cfg.orient_mode ('solve', 'off', 'fallback'; see MatchConfig)."""
+    The orientation term follows cfg.orient_mode ('select', 'solve', 'off', 'fallback'; see MatchConfig)."""
     if cfg.orient_mode == "solve":
         return _match_once(P1, P2, cfg, prior, progress, cancel)
     if cfg.orient_mode not in ("off", "fallback", "select"):
