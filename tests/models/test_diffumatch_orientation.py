@@ -11,6 +11,7 @@ import torch
 import trimesh
 from scipy.spatial import cKDTree
 
+from tests.models.diffumatch_shapes import sym_blob
 from models.diffumatch import fmaps, spectral
 from models.diffumatch import matching as M
 from models.diffumatch.network import ShapeOps, fmreg_oriented
@@ -32,16 +33,6 @@ def _asym_blob(subdiv: int = 3) -> tuple[np.ndarray, np.ndarray]:
     v = np.asarray(s.vertices) * np.array([1.6, 1.0, 0.7])
     v = v * (1 + 0.25 * v[:, :1] + 0.15 * v[:, 1:2] ** 2 + 0.1 * v[:, 2:3] * v[:, :1])
     return v, np.asarray(s.faces)
-
-
-def _sym_blob(subdiv: int = 3) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """A bumpy ellipsoid with exactly one reflective symmetry (x -> -x) and its vertex permutation."""
-    s = trimesh.creation.icosphere(subdivisions=subdiv)
-    v = np.asarray(s.vertices) * np.array([1.0, 1.6, 0.7])
-    v = v * (1 + 0.25 * v[:, 1:2] + 0.15 * v[:, :1] ** 2 + 0.1 * v[:, 2:3] * v[:, 1:2])
-    d, perm = cKDTree(v).query(v * np.array([-1.0, 1.0, 1.0]))
-    assert d.max() < 1e-9
-    return v, np.asarray(s.faces), perm
 
 
 def _wks(s: spectral.SpectralShape, n: int = 8) -> np.ndarray:
@@ -107,7 +98,7 @@ def test_mirror_image_anticommutes(flip_faces):
 def test_left_right_flip_of_a_symmetric_shape():
     """Self-map of a shape with a reflective symmetry: the identity commutes with the orientation
     operators, the left/right flip (which WKS cannot tell apart) anticommutes."""
-    v, f, perm = _sym_blob()
+    v, f, perm = sym_blob()
     s = _shape(v, f)
     D1, D2 = normalise_pair(*(orientation_ops(s, _wks(s), K),) * 2)
     C_id = np.eye(K)
@@ -124,7 +115,7 @@ def test_left_right_flip_of_a_symmetric_shape():
 def test_oriented_solve_picks_the_orientation():
     """The classical solve with the orientation term: preserving -> the identity, reversing -> the flip;
     with w_orient = 0 it is the plain regularised solve."""
-    v, f, perm = _sym_blob()
+    v, f, perm = sym_blob()
     s = _shape(v, f)
     w = _wks(s, 16)
     D1, D2 = normalise_pair(*(orientation_ops(s, w[:, ::2], K),) * 2)
@@ -169,7 +160,7 @@ def test_orientation_quadratic_is_the_energy_and_fmreg_oriented_matches_numpy(rn
 
 
 def _sym_remeshed(rot: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
-    """The symmetric blob of `_sym_blob`, sampled from a rotated icosphere (another discretisation of the
+    """The symmetric blob of `sym_blob`, sampled from a rotated icosphere (another discretisation of the
     same x -> -x symmetric surface)."""
     s = trimesh.creation.icosphere(subdivisions=3)
     u = np.asarray(s.vertices) if rot is None else np.asarray(s.vertices) @ rot.T

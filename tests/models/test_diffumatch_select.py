@@ -7,9 +7,8 @@ from dataclasses import replace
 
 import numpy as np
 import pytest
-import trimesh
-from scipy.spatial import cKDTree
 
+from tests.models.diffumatch_shapes import sym_blob
 from models.diffumatch import matching as M
 from models.diffumatch import spectral
 
@@ -19,22 +18,12 @@ def _cache(tmp_path, monkeypatch):
     monkeypatch.setenv("NRSTUDIO_CACHE", str(tmp_path / "cache"))
 
 
-def _sym_blob(subdiv: int = 3) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """A bumpy ellipsoid with exactly one reflective symmetry (x -> -x) and its vertex permutation."""
-    s = trimesh.creation.icosphere(subdivisions=subdiv)
-    v = np.asarray(s.vertices) * np.array([1.0, 1.6, 0.7])
-    v = v * (1 + 0.25 * v[:, 1:2] + 0.15 * v[:, :1] ** 2 + 0.1 * v[:, 2:3] * v[:, 1:2])
-    d, perm = cKDTree(v).query(v * np.array([-1.0, 1.0, 1.0]))
-    assert d.max() < 1e-9
-    return v, np.asarray(s.faces), perm
-
-
 def _shape(v: np.ndarray, f: np.ndarray) -> spectral.SpectralShape:
     return spectral.prepare_shape(v, f, spectral.SpectralConfig(k=12))
 
 
 def test_distortion_probe_matches_numpy_reference():
-    v, f, perm = _sym_blob(2)
+    v, f, perm = sym_blob(2)
     s = _shape(v, f)
     o = spectral.GeodesicOracle(s.verts, s.faces)
     dist = np.stack([o.from_vertex(i) for i in range(s.n)])
@@ -50,7 +39,7 @@ def test_distortion_sees_a_partial_flip_but_not_an_isometry():
     """Identity: 0. Global left/right flip of a symmetric shape: an isometry, ~0. Flipping only the
     front half (y > 0) leaves a seam where neighbours land on opposite sides: large. The global flip
     is what the orientation term handles; the partial one is what 'select' must reject."""
-    v, f, perm = _sym_blob(3)
+    v, f, perm = sym_blob(3)
     s = _shape(v, f)
     probe = M.DistortionProbe(s, s, n_samples=60, radius=0.15, seed=0)
     ident = np.arange(s.n)
@@ -64,7 +53,7 @@ def test_distortion_sees_a_partial_flip_but_not_an_isometry():
 def test_select_mode_returns_the_lower_distortion_candidate(monkeypatch):
     """'select' runs the pipeline with w_orient = 0 and with the configured weight, keeps the map with
     the lower distortion, records both candidates and charges the time of both runs."""
-    v, f, perm = _sym_blob(2)
+    v, f, perm = sym_blob(2)
     cfg = M.MatchConfig(device="cpu", k=8, k_diff=12, k_final=12, n_opt_vertices=400, orient_mode="select",
                         n_distortion=30, n_orient=4)
     P = M.prepare(v, f, cfg)
