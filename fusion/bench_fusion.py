@@ -265,7 +265,8 @@ def scene_run(name: str, n_frames: int, make_estimator: Callable[[Any], MotionEs
     cover = live_depth_coverage(pipe, last) if last is not None else None
     return {"frames": n_frames, "fps": rep["fps"], "skipped": rep["frames_skipped"],
             "geometry_error_mm": rep.get("geometry_error_mm"), "deformation_error_mm": rep.get("deformation_error_mm"),
-            "deformation_error_visible_mm": rep.get("deformation_error_visible_mm"), "nodes_first": nodes_first, "nodes": pipe.graph.num_nodes, "live_coverage": cover, "finite": finite}
+            "deformation_error_visible_mm": rep.get("deformation_error_visible_mm"), "nodes_first": nodes_first,
+            "nodes": pipe.graph.num_nodes, "live_coverage": cover, "finite": finite}
 
 
 def live_depth_coverage(pipe: Any, frame: RGBDFrame, tolerance: float = 0.02) -> float | None:

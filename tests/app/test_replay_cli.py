@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from app.cli import main
+from fusion.export import load_mesh
 from fusion.paths import ASSETS
 
 REPORT_KEYS = ("frames", "fps", "stage_ms", "device", "tracker", "nodes", "mesh")
@@ -28,10 +29,8 @@ def _replay(args: list[str], tmp_path: Path) -> dict:
 
 
 def _read_back(path: Path) -> tuple[int, int]:
-    import trimesh
-
-    m = trimesh.load(path, process=False, force="mesh")
-    return len(m.vertices), len(m.faces)
+    m = load_mesh(path)  # the project's exported-mesh reader (vertex order kept)
+    return m.num_vertices, m.num_faces
 
 
 def test_replay_real_d435_bag_exports_what_it_reports(shared_data: Path, tmp_path: Path) -> None:
