@@ -204,11 +204,10 @@ def orientation_pair(s1: SpectralShape, s2: SpectralShape, cfg: MatchConfig) -> 
     """Orientation operators (D1 [n_orient, k, k], D2 [n_orient, k, k]) of corresponding WKS descriptors
     on the two shapes (the same WKS as the network input: 32 energies from the first k_diff eigenpairs,
     unit L2(M) norm, every 32 // n_orient-th one), each pair scaled by `orientation.normalise_pair`."""
-    from .spectral import wks
+    from .spectral import unit_wks
 
     def ops(s: SpectralShape) -> np.ndarray:
-        w = wks(s.evals[: cfg.k_diff], s.evecs[:, : cfg.k_diff], 32)
-        w = w / np.sqrt((s.mass[:, None] * w**2).sum(0, keepdims=True))
+        w = unit_wks(s, cfg.k_diff, 32)
         return orientation_ops(s, w[:, :: max(1, 32 // cfg.n_orient)][:, : cfg.n_orient], cfg.k)
 
     return normalise_pair(ops(s1), ops(s2))
@@ -247,16 +246,13 @@ def wks_zoomout(P1: PreparedShape, P2: PreparedShape, cfg: MatchConfig = MatchCo
                 progress: Progress | None = None, cancel: Cancel | None = None) -> MatchResult:
     """Baseline without learning: WKS descriptors, regularised solve (Laplacian mask; with
     cfg.w_orient_baseline > 0 also the orientation term, solved exactly), ZoomOut."""
-    from .spectral import wks
+    from .spectral import unit_wks
 
     t0, c0 = time.perf_counter(), time.process_time()
     s1, s2 = P1.full, P2.full
     k = cfg.k
-    d1 = wks(s1.evals, s1.evecs, cfg.n_wks_baseline)
-    d2 = wks(s2.evals, s2.evecs, cfg.n_wks_baseline)
-    # unit L2(M) norm per descriptor on each shape
-    d1 = d1 / np.sqrt((s1.mass[:, None] * d1**2).sum(0))
-    d2 = d2 / np.sqrt((s2.mass[:, None] * d2**2).sum(0))
+    d1 = unit_wks(s1, len(s1.evals), cfg.n_wks_baseline)  # all eigenpairs of the full shapes
+    d2 = unit_wks(s2, len(s2.evals), cfg.n_wks_baseline)
     A = s1.evecs[:, :k].T @ (s1.mass[:, None] * d1)
     B = s2.evecs[:, :k].T @ (s2.mass[:, None] * d2)
     mask = fmaps.laplacian_mask(s1.evals[:k], s2.evals[:k])

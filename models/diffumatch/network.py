@@ -20,7 +20,7 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from .spectral import SpectralShape, wks
+from .spectral import SpectralShape, unit_wks
 
 
 @dataclass
@@ -47,8 +47,7 @@ class ShapeOps:
             return torch.sparse_coo_tensor(idx, torch.as_tensor(c.data, dtype=torch.float32), c.shape, check_invariants=False).coalesce().to(device)
 
         f = lambda a: torch.as_tensor(np.ascontiguousarray(a), dtype=torch.float32, device=device)  # noqa: E731
-        w = wks(s.evals[:k], s.evecs[:, :k], n_wks)
-        w = w / np.sqrt((s.mass[:, None] * w**2).sum(0, keepdims=True))  # unit L2(M) norm per energy
+        w = unit_wks(s, k, n_wks)
         return ShapeOps(f(s.verts), f(s.evals[:k]), f(s.evecs[:, :k]), f(s.mass), sparse(s.grad_x), sparse(s.grad_y), f(w))
 
     def inputs(self, kind: str) -> torch.Tensor:

@@ -318,6 +318,14 @@ def wks(evals: np.ndarray, evecs: np.ndarray, n_energies: int = 100, scaled: boo
     return out
 
 
+def unit_wks(s: "SpectralShape", k: int, n_energies: int) -> np.ndarray:
+    """`wks` from the first k eigenpairs of s, each energy scaled to unit L2(M) norm on s: float64
+    [V, n_energies]. The descriptor the feature net gets as input, the orientation term is built from and
+    the WKS baseline solves with."""
+    w = wks(s.evals[:k], s.evecs[:, :k], n_energies)
+    return w / np.sqrt((s.mass[:, None] * w**2).sum(0, keepdims=True))
+
+
 def hks(evals: np.ndarray, evecs: np.ndarray, n_times: int = 16, scaled: bool = True) -> np.ndarray:
     """Heat kernel signature float64 [V, n_times] at times log-spaced in [4 ln10 / l_max, 4 ln10 / l_1]."""
     keep = evals > 1e-8 * evals.max()
