@@ -352,9 +352,8 @@ class NeuralTracker:
     def reset(self) -> None:
         """Forget the keyframes, counters and the last overlay, and reset the classical trackers inside
         (their previous frame, keyframe and velocity history belong to the sequence being forgotten)."""
-        for t in (getattr(self, "classical", None), getattr(self, "bootstrap", None)):
-            if t is not None:
-                t.reset()
+        self.classical.reset()
+        self.bootstrap.reset()
         self.keyframes = []
         self._tracked = 0
         self._since_kf = 0
