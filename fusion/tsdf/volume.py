@@ -44,6 +44,8 @@ PARALLEL_MIN_WORK = 1 << 16
 #: the work of one 4-nearest-node grid query in those units (a voxel update ~ 1): ~30-60 node distances and
 #: the blend of 4 inverse transforms. 2535 pixel groups at 320x240 run in 0.44 ms on one thread, 0.23 on two
 KNN_QUERY_WORK = 100
+#: the work of marking one sample's 8 corner blocks (`candidate_blocks`) in those units
+BLOCK_MARK_WORK = 16
 #: pixel tile of the per-frame max-depth map used to skip blocks that no pixel can update
 DEPTH_TILE = 8
 
@@ -392,7 +394,7 @@ class TSDFVolume:
         r, t = p34[:, :3], p34[:, 3]
         can = ((pts - t) @ r).astype(np.float32)
         idx = self.index if self.backend == "numba" else self.index.cpu().numpy()
-        with nb.numba_threads(self._threads(len(can) * 16)):
+        with nb.numba_threads(self._threads(len(can) * BLOCK_MARK_WORK)):
             cands = nb.candidate_blocks(can, self.origin, self.block_m, idx, self.voxel_size)
         c = cands[cands >= 0]
         return int(np.unique(c).size)
@@ -440,7 +442,7 @@ class TSDFVolume:
         if self.backend == "numba":
             pts = self._band(frame, use_mask)
             can = ((pts - t) @ r).astype(np.float32)
-            with nb.numba_threads(self._threads(len(can) * 16)):
+            with nb.numba_threads(self._threads(len(can) * BLOCK_MARK_WORK)):
                 cand = nb.candidate_blocks(can, self.origin, self.block_m, self.index, self.voxel_size)
         else:
             cand, can, pix = self._t.candidates_rigid_t(self, frame, r, t, self._stride(frame), use_mask)
@@ -462,11 +464,9 @@ class TSDFVolume:
         cell = float(graph.radius) * self.config.knn_cell
         if self.backend == "numba":
             pts = self._band(frame, use_mask)
-            # work in voxel-update units: a pixel group's 4-nn query visits ~30-60 nodes (~100 units), a
-            # sample's 8 corner blocks ~16
             with nb.numba_threads(self._threads(len(pts) // 3 * KNN_QUERY_WORK)):
                 can = nb.inverse_warp_points(pts, wn, inv, sigma, cell, 3)
-            with nb.numba_threads(self._threads(len(can) * 16)):
+            with nb.numba_threads(self._threads(len(can) * BLOCK_MARK_WORK)):
                 cand = nb.candidate_blocks(can, self.origin, self.block_m, self.index, self.voxel_size)
         else:
             cand, can, pix = self._t.candidates_warped_t(self, frame, wn, inv, sigma, cell, self._stride(frame), use_mask)
