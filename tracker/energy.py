@@ -25,6 +25,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numba as nb
 import numpy as np
 import torch
 
@@ -101,6 +102,74 @@ def _matvec(r: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
     return r[..., 0] * v[..., 0:1] + r[..., 1] * v[..., 1:2] + r[..., 2] * v[..., 2:3]
 
 
+@nb.njit(cache=True, nogil=True)
+def _warp_parts_nb(points, idx, weights, nodes, rotations, translations, normals, warped, rotated, w, valid,
+                   wn):  # pragma: no cover - numba
+    """`warp_parts` in numba, the same operations in the same order (no fastmath): fills warped [M,3],
+    rotated [M,A,3], w [M,A], valid [M] and, when wn has M rows, the blended (not yet unit) normals wn [M,3]."""
+    m, na = idx.shape
+    do_n = wn.shape[0] == m
+    for i in range(m):
+        ok_any = False
+        sx = 0.0
+        sy = 0.0
+        sz = 0.0
+        nx = 0.0
+        ny = 0.0
+        nz = 0.0
+        for a in range(na):
+            k = idx[i, a]
+            ok = k >= 0
+            kk = k if ok else 0  # an invalid anchor uses node 0 with weight 0, as the torch code does
+            wa = weights[i, a] * (1.0 if ok else 0.0)
+            w[i, a] = wa
+            ok_any = ok_any or ok
+            dx = points[i, 0] - nodes[kk, 0]
+            dy = points[i, 1] - nodes[kk, 1]
+            dz = points[i, 2] - nodes[kk, 2]
+            r = rotations[kk]
+            rx = r[0, 0] * dx + r[0, 1] * dy + r[0, 2] * dz
+            ry = r[1, 0] * dx + r[1, 1] * dy + r[1, 2] * dz
+            rz = r[2, 0] * dx + r[2, 1] * dy + r[2, 2] * dz
+            rotated[i, a, 0] = rx
+            rotated[i, a, 1] = ry
+            rotated[i, a, 2] = rz
+            sx += wa * (rx + nodes[kk, 0] + translations[kk, 0])
+            sy += wa * (ry + nodes[kk, 1] + translations[kk, 1])
+            sz += wa * (rz + nodes[kk, 2] + translations[kk, 2])
+            if do_n:
+                nx += wa * (r[0, 0] * normals[i, 0] + r[0, 1] * normals[i, 1] + r[0, 2] * normals[i, 2])
+                ny += wa * (r[1, 0] * normals[i, 0] + r[1, 1] * normals[i, 1] + r[1, 2] * normals[i, 2])
+                nz += wa * (r[2, 0] * normals[i, 0] + r[2, 1] * normals[i, 1] + r[2, 2] * normals[i, 2])
+        valid[i] = ok_any
+        if ok_any:
+            warped[i, 0] = sx
+            warped[i, 1] = sy
+            warped[i, 2] = sz
+        else:
+            warped[i, 0] = points[i, 0]
+            warped[i, 1] = points[i, 1]
+            warped[i, 2] = points[i, 2]
+        if do_n:  # unnormalised (the caller normalises with torch, bit for bit as the torch code)
+            if not ok_any:
+                nx = normals[i, 0]
+                ny = normals[i, 1]
+                nz = normals[i, 2]
+            wn[i, 0] = nx
+            wn[i, 1] = ny
+            wn[i, 2] = nz
+
+
+def _fast_path(*tensors: torch.Tensor | None) -> bool:
+    """True when `warp_parts` may run in numba: every tensor on the CPU, float32/64, none needing a gradient."""
+    for t in tensors:
+        if t is None:
+            continue
+        if t.device.type != "cpu" or t.requires_grad:
+            return False
+    return True
+
+
 def warp_parts(points: torch.Tensor, anchors: torch.Tensor, weights: torch.Tensor, nodes: torch.Tensor,
                rotations: torch.Tensor, translations: torch.Tensor, normals: torch.Tensor | None = None) -> WarpParts:
     """Warp points (NNRT eq. 2) keeping what the Jacobians need; optionally warp their normals too.
@@ -108,7 +177,36 @@ def warp_parts(points: torch.Tensor, anchors: torch.Tensor, weights: torch.Tenso
     points [M,3] m (canonical / source frame); anchors int [M,A] (-1 = none); weights [M,A]; nodes [N,3];
     rotations [N,3,3]; translations [N,3]; normals [M,3] unit or None. All floating tensors should share
     one dtype and device. Points without a valid anchor are returned unchanged (zero Jacobians).
+    CPU tensors that need no gradient (the classical tracker) take a numba kernel doing the same
+    arithmetic (tested against this torch code); anything else (autograd, CUDA) the torch code.
     """
+    idx_np = None
+    if (_fast_path(points, weights, nodes, rotations, translations, normals)
+            and points.dtype in (torch.float32, torch.float64) and anchors.device.type == "cpu" and nodes.shape[0] > 0):
+        idx_np = np.ascontiguousarray(anchors.numpy(), np.int64)
+        if idx_np.size and idx_np.max() >= nodes.shape[0]:
+            idx_np = None  # out-of-range anchors: the torch code raises IndexError
+    if idx_np is not None:
+        npd = np.float64 if points.dtype == torch.float64 else np.float32
+        f = lambda t: np.ascontiguousarray(t.detach().numpy(), npd)  # noqa: E731
+        idx = idx_np
+        m, na = idx.shape
+        warped = np.empty((m, 3), npd)
+        rotated = np.empty((m, na, 3), npd)
+        w = np.empty((m, na), npd)
+        valid = np.empty(m, np.bool_)
+        wn = np.empty((m if normals is not None else 0, 3), npd)
+        nrm = f(normals) if normals is not None else np.zeros((0, 3), npd)
+        if m:
+            _warp_parts_nb(f(points), idx, f(weights), f(nodes), f(rotations), f(translations), nrm, warped, rotated,
+                           w, valid, wn)
+        wnt = None
+        if normals is not None:
+            wnt = torch.from_numpy(wn)
+            wnt = wnt / wnt.norm(dim=1, keepdim=True).clamp_min(1e-12)
+        return WarpParts(warped=torch.from_numpy(warped), rotated=torch.from_numpy(rotated),
+                         idx=torch.from_numpy(np.where(idx >= 0, idx, -1)), w=torch.from_numpy(w),
+                         valid=torch.from_numpy(valid), normals=wnt)
     idx = anchors.long()
     ok = idx >= 0
     safe = torch.where(ok, idx, torch.zeros_like(idx))
