@@ -369,12 +369,48 @@ def normalized_intensity_t(gray: torch.Tensor, valid: torch.Tensor, sigma: float
     return torch.where(valid & (mean > 1e-3), gray / mean.clamp_min(1e-3) - 1.0, torch.zeros_like(gray))
 
 
+@nb.njit(cache=True, nogil=True)
+def _bilinear_nb(image, uv, val, grad, inside):  # pragma: no cover - numba
+    """`sample_bilinear_t` in numba (float64), the same operations in the same order (no fastmath)."""
+    h, w = image.shape
+    for m in range(uv.shape[0]):
+        u = uv[m, 0]
+        v = uv[m, 1]
+        ins = u >= 0 and v >= 0 and u <= w - 1.000001 and v <= h - 1.000001 and np.isfinite(u) and np.isfinite(v)
+        inside[m] = ins
+        if not ins:
+            val[m] = 0.0
+            grad[m, 0] = 0.0
+            grad[m, 1] = 0.0
+            continue
+        u0 = min(max(np.floor(u), 0.0), w - 2.0)
+        v0 = min(max(np.floor(v), 0.0), h - 2.0)
+        fu = u - u0
+        fv = v - v0
+        r = int(v0)
+        c = int(u0)
+        i00 = image[r, c]
+        i01 = image[r, c + 1]
+        i10 = image[r + 1, c]
+        i11 = image[r + 1, c + 1]
+        val[m] = (1 - fv) * ((1 - fu) * i00 + fu * i01) + fv * ((1 - fu) * i10 + fu * i11)
+        grad[m, 0] = (1 - fv) * (i01 - i00) + fv * (i11 - i10)
+        grad[m, 1] = (1 - fu) * (i10 - i00) + fu * (i11 - i01)
+
+
 def sample_bilinear_t(image: torch.Tensor, uv: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Bilinear samples of image [H,W] at pixels uv [M,2] (column, row; pixel centres at integers).
 
     Returns (values [M], d value / d uv [M,2] (the exact derivative of the interpolant inside its cell),
-    inside bool [M]: the 2x2 neighbourhood lies in the image). Outside samples give 0.
+    inside bool [M]: the 2x2 neighbourhood lies in the image). Outside samples give 0. float64 CPU tensors
+    that need no gradient take a numba kernel doing the same arithmetic (bit for bit, tested).
     """
+    if (image.dtype == torch.float64 and uv.dtype == torch.float64 and _fast_path(image, uv)
+            and image.shape[0] >= 2 and image.shape[1] >= 2):
+        m = uv.shape[0]
+        val, grad, inside = np.empty(m), np.empty((m, 2)), np.empty(m, np.bool_)
+        _bilinear_nb(np.ascontiguousarray(image.numpy()), np.ascontiguousarray(uv.numpy()), val, grad, inside)
+        return torch.from_numpy(val), torch.from_numpy(grad), torch.from_numpy(inside)
     h, w = image.shape
     u, v = uv[:, 0], uv[:, 1]
     inside = (u >= 0) & (v >= 0) & (u <= w - 1.000001) & (v <= h - 1.000001) & torch.isfinite(u) & torch.isfinite(v)

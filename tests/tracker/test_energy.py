@@ -206,3 +206,20 @@ def test_warp_parts_numba_path_matches_torch(problem, dtype):
     bad[0, 0] = p["nodes"].shape[0]
     with pytest.raises(IndexError):
         warp_parts(args[0], bad, *args[2:])
+
+
+def test_bilinear_numba_path_matches_torch(rng):
+    """sample_bilinear_t's numba kernel (float64 CPU, no gradient) gives the torch code's values, derivatives
+    and inside flags bit for bit, at points inside, on the last row / column, outside and not finite."""
+    h, w = 24, 31
+    image = torch.from_numpy(rng.random((h, w)))
+    uv = np.stack([rng.uniform(-2, w + 1, 500), rng.uniform(-2, h + 1, 500)], 1)
+    uv[:4] = [[w - 1, 3.5], [2.25, h - 1], [np.nan, 1.0], [np.inf, 2.0]]
+    uv[4:8] = [[0.0, 0.0], [w - 1.000001, h - 1.000001], [5.0, 7.0], [-1e-9, 3.0]]
+    uv = torch.from_numpy(uv)
+    fast = sample_bilinear_t(image, uv)
+    ref = sample_bilinear_t(image, uv.clone().requires_grad_(True))  # a tensor needing a gradient: torch code
+    for a, b in zip(fast, ref):
+        assert a.dtype == b.dtype and a.shape == b.shape
+        assert torch.equal(a, b.detach())
+    assert fast[2][:6].tolist() == [False, False, False, False, True, True]
