@@ -245,14 +245,51 @@ def _scale(parts: WarpParts, weights: torch.Tensor | None, lam: float) -> torch.
     return s * parts.valid.to(s.dtype)
 
 
+@nb.njit(cache=True, nogil=True)
+def _data_block_nb(res, proj, scale, rotated, w, jac):  # pragma: no cover - numba
+    """The rows and Jacobian of `_data_block` in numba (float64), the same operations in the same order:
+    fills jac [M*P, A, 6] and returns the rows [M*P]."""
+    m, p = res.shape
+    na = w.shape[1]
+    r = np.empty(m * p)
+    for i in range(m):
+        for k in range(p):
+            row = i * p + k
+            r[row] = scale[i] * res[i, k]
+            p0 = proj[i, k, 0]
+            p1 = proj[i, k, 1]
+            p2 = proj[i, k, 2]
+            for b in range(na):
+                sw = scale[i] * w[i, b]
+                v0 = rotated[i, b, 0]
+                v1 = rotated[i, b, 1]
+                v2 = rotated[i, b, 2]
+                jac[row, b, 0] = sw * (v1 * p2 - v2 * p1)
+                jac[row, b, 1] = sw * (v2 * p0 - v0 * p2)
+                jac[row, b, 2] = sw * (v0 * p1 - v1 * p0)
+                jac[row, b, 3] = sw * p0
+                jac[row, b, 4] = sw * p1
+                jac[row, b, 5] = sw * p2
+    return r
+
+
 def _data_block(name: str, parts: WarpParts, res: torch.Tensor, proj: torch.Tensor, scale: torch.Tensor,
                 jacobian: bool) -> ResidualBlock:
     """Rows res [M,P] with d res / d W(p) = proj [M,P,3], scaled per point by scale [M].
 
     Row Jacobian for anchor k (pi = a row of proj): pi^T dW/d(w_k, dt_k) = w_k [v_k x pi, pi]
-    (since -pi^T [v]_x = (v x pi)^T), i.e. `warp_jacobian` projected without forming it.
+    (since -pi^T [v]_x = (v x pi)^T), i.e. `warp_jacobian` projected without forming it. float64 CPU
+    tensors that need no gradient take a numba kernel doing the same arithmetic (bit for bit, tested).
     """
     m, p = res.shape
+    if (jacobian and all(t.dtype == torch.float64 for t in (res, proj, scale, parts.rotated, parts.w))
+            and _fast_path(res, proj, scale, parts.rotated, parts.w)):
+        a = parts.idx.shape[1]
+        jac_np = np.empty((m * p, a, 6))
+        c = lambda t: np.ascontiguousarray(t.numpy())  # noqa: E731
+        r = _data_block_nb(c(res), c(proj.expand(m, p, 3)), c(scale), c(parts.rotated), c(parts.w), jac_np)
+        idx = parts.idx[:, None, :].expand(m, p, a).reshape(m * p, a)
+        return ResidualBlock(name, torch.from_numpy(r), idx, torch.from_numpy(jac_np))
     a = parts.idx.shape[1]
     r = (scale[:, None] * res).reshape(m * p)
     idx = parts.idx[:, None, :].expand(m, p, a).reshape(m * p, a)
