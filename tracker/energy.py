@@ -161,7 +161,8 @@ def _warp_parts_nb(points, idx, weights, nodes, rotations, translations, normals
 
 
 def _fast_path(*tensors: torch.Tensor | None) -> bool:
-    """True when `warp_parts` may run in numba: every tensor on the CPU, float32/64, none needing a gradient."""
+    """True when a numba kernel may stand in for the torch code: every tensor (None skipped) on the CPU and
+    none needing a gradient (the callers check the dtypes their kernel takes)."""
     for t in tensors:
         if t is None:
             continue
