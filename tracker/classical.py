@@ -33,8 +33,9 @@ from fusion.graph import GraphMotion
 from fusion.motion import TrackingInput, TrackingResult
 from fusion.warp import warp_normals, warp_points
 from tracker.association import live_geometry, projective_association
-from tracker.energy import (ArapEdges, ResidualBlock, arap_term_edges, depth_term, intensity_image_t,
-                            normalized_intensity_t, photometric_term, point_to_plane_term, reprojection_term, sample_bilinear_t, warp_parts)
+from tracker.energy import (ArapEdges, ResidualBlock, WarpParts, arap_term_edges, depth_term, intensity_image_t,
+                            normalized_intensity_t, photometric_term, point_to_plane_term, reprojection_term,
+                            sample_bilinear_t, warp_parts)
 from tracker.flow import PRESETS as FLOW_PRESETS
 from tracker.flow import DenseFlow, FlowMatchConfig, cv2_threads, flow_matches, gray_u8
 from tracker.rigid import LiveGeometry, huber_confidence, rigid_icp
@@ -363,10 +364,12 @@ class ClassicalTracker:
         prev = self._prev
         has_prev = "previous" in wanted and prev is not None and prev[0].shape == live_i.shape
         has_model = inp.model_colors is not None and np.asarray(inp.model_colors).shape == (len(inp.model_points), 3)
+        mf = cfg.color_min_facing
+        at_prev = None  # the samples at the previous motion: for the previous frame and the keyframe check
         if has_prev:
-            val, valid = self._sample_reference(prev[0], prev[1], prev[2], p, an, aw, nodes,
-                                                np.asarray(inp.prev_motion.rotations), np.asarray(inp.prev_motion.translations),
-                                                pn, cfg.color_min_facing)
+            at_prev = self._reference_warp(p, an, aw, nodes, np.asarray(inp.prev_motion.rotations),
+                                           np.asarray(inp.prev_motion.translations), pn, mf)
+            val, valid = self._sample_warped(prev[0], prev[1], prev[2], at_prev, an, aw, mf)
             refs.append((val, valid, "previous"))
         cf = inp.canonical_frame
         if ("keyframe" in wanted and self._key is None and cf is not None
@@ -378,12 +381,12 @@ class ClassicalTracker:
         key = self._key
         has_key = "keyframe" in wanted and key is not None and key[0].shape == live_i.shape
         if has_key:
-            val, valid = self._sample_reference(key[0], key[1], key[2], p, an, aw, nodes, key[3], key[4], pn,
-                                                cfg.color_min_facing)
+            val, valid = self._sample_reference(key[0], key[1], key[2], p, an, aw, nodes, key[3], key[4], pn, mf)
             # how much of what the live frame sees (at the previous motion) the keyframe sees too
-            _, seen = self._sample_reference(live_i, np.asarray(inp.frame.depth), inp.frame.intrinsics, p, an, aw, nodes,
-                                             np.asarray(inp.prev_motion.rotations), np.asarray(inp.prev_motion.translations),
-                                             pn, cfg.color_min_facing)
+            if at_prev is None:
+                at_prev = self._reference_warp(p, an, aw, nodes, np.asarray(inp.prev_motion.rotations),
+                                               np.asarray(inp.prev_motion.translations), pn, mf)
+            _, seen = self._sample_warped(live_i, np.asarray(inp.frame.depth), inp.frame.intrinsics, at_prev, an, aw, mf)
             both = float(((valid > 0) & (seen > 0)).sum()) / max(float((seen > 0).sum()), 1.0)
             stats["keyframe"] = {"index": key[5], "visible": both}
             refs.append((val, valid, "keyframe"))
@@ -409,22 +412,28 @@ class ClassicalTracker:
         return {"previous", "model"} if ref == "both" else set(ref.split("+"))
 
     @staticmethod
-    def _sample_reference(img: torch.Tensor, depth: np.ndarray, kp: Intrinsics, p: torch.Tensor, an: torch.Tensor,
-                          aw: torch.Tensor, nodes: torch.Tensor, rotations: np.ndarray,
-                          translations: np.ndarray, normals: torch.Tensor | None = None,
-                          min_facing: float = 0.0) -> tuple[torch.Tensor, torch.Tensor]:
-        """Intensities of the samples in a reference image (img [H,W], depth [H,W] m, intrinsics kp) where the
-        reference frame's motion (rotations [N',3,3], translations [N',3]; N' <= nodes, later nodes have no
-        motion there) puts them: (values [S], validity [S] float: inside, anchored to nodes that existed, and
-        within 2 cm of the reference depth, i.e. visible there; times the facing weight (`facing_weight`) of
-        the samples' normals [S,3] there when normals are given and min_facing > 0)."""
+    def _reference_warp(p: torch.Tensor, an: torch.Tensor, aw: torch.Tensor, nodes: torch.Tensor,
+                        rotations: np.ndarray, translations: np.ndarray, normals: torch.Tensor | None = None,
+                        min_facing: float = 0.0) -> tuple[WarpParts, int]:
+        """The samples warped by a reference frame's motion (rotations [N',3,3], translations [N',3]; N' <=
+        nodes: later nodes have no motion there and stay put), with their normals when min_facing > 0;
+        returns (parts, N')."""
         n_ref = len(rotations)
         n = nodes.shape[0]
         rot = torch.eye(3, dtype=torch.float64).repeat(n, 1, 1)
         tr = torch.zeros((n, 3), dtype=torch.float64)
         rot[:n_ref] = torch.from_numpy(np.asarray(rotations, np.float64))
         tr[:n_ref] = torch.from_numpy(np.asarray(translations, np.float64))
-        parts = warp_parts(p, an, aw, nodes, rot, tr, normals=normals if min_facing > 0 else None)
+        return warp_parts(p, an, aw, nodes, rot, tr, normals=normals if min_facing > 0 else None), n_ref
+
+    @staticmethod
+    def _sample_warped(img: torch.Tensor, depth: np.ndarray, kp: Intrinsics, warped: tuple[WarpParts, int],
+                       an: torch.Tensor, aw: torch.Tensor, min_facing: float = 0.0) -> tuple[torch.Tensor, torch.Tensor]:
+        """Intensities of samples warped by `_reference_warp` in a reference image (img [H,W], depth [H,W] m,
+        intrinsics kp): (values [S], validity [S] float: inside, anchored to nodes that existed, and within
+        2 cm of the reference depth, i.e. visible there; times the facing weight (`facing_weight`) of the
+        warped normals when they were warped)."""
+        parts, n_ref = warped
         wp = parts.warped
         val, _, inside = sample_bilinear_t_uv(img, wp, kp)
         z = wp[:, 2].clamp_min(1e-6)
@@ -436,6 +445,16 @@ class ClassicalTracker:
         if parts.normals is not None:
             w = w * facing_weight(wp, parts.normals, min_facing).to(w.dtype)
         return torch.where(valid, val, torch.zeros_like(val)), w
+
+    @classmethod
+    def _sample_reference(cls, img: torch.Tensor, depth: np.ndarray, kp: Intrinsics, p: torch.Tensor, an: torch.Tensor,
+                          aw: torch.Tensor, nodes: torch.Tensor, rotations: np.ndarray,
+                          translations: np.ndarray, normals: torch.Tensor | None = None,
+                          min_facing: float = 0.0) -> tuple[torch.Tensor, torch.Tensor]:
+        """Intensities of the samples in a reference image (img [H,W], depth [H,W] m, intrinsics kp) where the
+        reference frame's motion puts them: `_reference_warp` then `_sample_warped`."""
+        warped = cls._reference_warp(p, an, aw, nodes, rotations, translations, normals, min_facing)
+        return cls._sample_warped(img, depth, kp, warped, an, aw, min_facing)
 
     @property
     def keyframe(self) -> tuple | None:

@@ -181,16 +181,15 @@ def warp_parts(points: torch.Tensor, anchors: torch.Tensor, weights: torch.Tenso
     CPU tensors that need no gradient (the classical tracker) take a numba kernel doing the same
     arithmetic (tested against this torch code); anything else (autograd, CUDA) the torch code.
     """
-    idx_np = None
-    if (_fast_path(points, weights, nodes, rotations, translations, normals)
-            and points.dtype in (torch.float32, torch.float64) and anchors.device.type == "cpu" and nodes.shape[0] > 0):
-        idx_np = np.ascontiguousarray(anchors.numpy(), np.int64)
-        if idx_np.size and idx_np.max() >= nodes.shape[0]:
-            idx_np = None  # out-of-range anchors: the torch code raises IndexError
-    if idx_np is not None:
+    idx = None
+    if (_fast_path(points, anchors, weights, nodes, rotations, translations, normals)
+            and points.dtype in (torch.float32, torch.float64) and nodes.shape[0] > 0):
+        idx = np.ascontiguousarray(anchors.numpy(), np.int64)
+        if idx.size and idx.max() >= nodes.shape[0]:
+            idx = None  # out-of-range anchors: the torch code raises IndexError
+    if idx is not None:
         npd = np.float64 if points.dtype == torch.float64 else np.float32
-        f = lambda t: np.ascontiguousarray(t.detach().numpy(), npd)  # noqa: E731
-        idx = idx_np
+        f = lambda t: np.ascontiguousarray(t.numpy(), npd)  # noqa: E731
         m, na = idx.shape
         warped = np.empty((m, 3), npd)
         rotated = np.empty((m, na, 3), npd)
@@ -283,17 +282,15 @@ def _data_block(name: str, parts: WarpParts, res: torch.Tensor, proj: torch.Tens
     tensors that need no gradient take a numba kernel doing the same arithmetic (bit for bit, tested).
     """
     m, p = res.shape
+    a = parts.idx.shape[1]
+    idx = parts.idx[:, None, :].expand(m, p, a).reshape(m * p, a)
     if (jacobian and all(t.dtype == torch.float64 for t in (res, proj, scale, parts.rotated, parts.w))
             and _fast_path(res, proj, scale, parts.rotated, parts.w)):
-        a = parts.idx.shape[1]
         jac_np = np.empty((m * p, a, 6))
         c = lambda t: np.ascontiguousarray(t.numpy())  # noqa: E731
         r = _data_block_nb(c(res), c(proj.expand(m, p, 3)), c(scale), c(parts.rotated), c(parts.w), jac_np)
-        idx = parts.idx[:, None, :].expand(m, p, a).reshape(m * p, a)
         return ResidualBlock(name, torch.from_numpy(r), idx, torch.from_numpy(jac_np))
-    a = parts.idx.shape[1]
     r = (scale[:, None] * res).reshape(m * p)
-    idx = parts.idx[:, None, :].expand(m, p, a).reshape(m * p, a)
     jac = None
     if jacobian:
         v = parts.rotated[:, None, :, :]  # [M,1,A,3]
