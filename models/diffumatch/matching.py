@@ -206,9 +206,12 @@ def orientation_pair(s1: SpectralShape, s2: SpectralShape, cfg: MatchConfig) -> 
     unit L2(M) norm, every 32 // n_orient-th one), each pair scaled by `orientation.normalise_pair`."""
     from .spectral import unit_wks
 
-    def ops(s: SpectralShape) -> np.ndarray:
-        w = unit_wks(s, cfg.k_diff, 32)
-        return orientation_ops(s, w[:, :: max(1, 32 // cfg.n_orient)][:, : cfg.n_orient], cfg.k)
+    def ops(s: SpectralShape) -> np.ndarray:  # built once per shape and setting (SpectralShape.derived)
+        key = ("wks_orientation_ops", cfg.k_diff, cfg.n_orient, cfg.k)
+        if key not in s.derived:
+            w = unit_wks(s, cfg.k_diff, 32)
+            s.derived[key] = orientation_ops(s, w[:, :: max(1, 32 // cfg.n_orient)][:, : cfg.n_orient], cfg.k)
+        return s.derived[key]
 
     return normalise_pair(ops(s1), ops(s2))
 
@@ -394,14 +397,11 @@ def optimise_features(P1: PreparedShape, P2: PreparedShape, cfg: MatchConfig, pr
     return net, hist
 
 
-def map_orientation(p2p_21: np.ndarray, s1: SpectralShape, s2: SpectralShape, cfg: MatchConfig,
-                    ops: tuple[np.ndarray, np.ndarray] | None = None) -> tuple[float, float]:
+def map_orientation(p2p_21: np.ndarray, s1: SpectralShape, s2: SpectralShape, cfg: MatchConfig) -> tuple[float, float]:
     """(preserving, reversing) orientation energies (orientation.orientation_energy, WKS operators of
     `orientation_pair`) of the k x k functional map of a point-to-point map p2p_21 [n2] between the shapes.
-    preserving < reversing for an orientation-preserving map, > for a left/right flip. No ground truth.
-    ops: `orientation_pair(s1, s2, cfg)` when already built (~0.4 s on 5-7k vertex shapes): several maps of
-    one pair share it."""
-    D1, D2 = orientation_pair(s1, s2, cfg) if ops is None else ops
+    preserving < reversing for an orientation-preserving map, > for a left/right flip. No ground truth."""
+    D1, D2 = orientation_pair(s1, s2, cfg)
     C = fmaps.p2p_to_fm(p2p_21, s1.evecs[:, : cfg.k], s2.evecs[:, : cfg.k], s2.mass)
     return orientation_energy(C, D1, D2), orientation_energy(C, D1, D2, reversing=True)
 
@@ -463,14 +463,13 @@ def match_pair(P1: PreparedShape, P2: PreparedShape, cfg: MatchConfig = MatchCon
     first = _match_once(P1, P2, replace(cfg, w_orient=0.0), prior, progress, cancel)
     if cfg.orient_mode == "off":
         return first
-    ops = orientation_pair(P1.full, P2.full, cfg)
-    first.orientation = map_orientation(first.p2p_21, P1.full, P2.full, cfg, ops)
+    first.orientation = map_orientation(first.p2p_21, P1.full, P2.full, cfg)
     if first.orientation[0] <= first.orientation[1] or not cfg.w_orient:
         return first
     if progress:
         progress(0.0, "orientation-reversing map (left/right flip): solving again with the orientation term")
     second = _match_once(P1, P2, cfg, prior, progress, cancel)
-    second.orientation = map_orientation(second.p2p_21, P1.full, P2.full, cfg, ops)
+    second.orientation = map_orientation(second.p2p_21, P1.full, P2.full, cfg)
     second.orientation_fallback = True
     second.seconds += first.seconds
     second.cpu_seconds += first.cpu_seconds
@@ -492,8 +491,7 @@ def _match_select(P1: PreparedShape, P2: PreparedShape, cfg: MatchConfig, prior:
     c0, t0 = time.process_time(), time.perf_counter()
     probe = DistortionProbe(P1.full, P2.full, cfg.n_distortion, cfg.distortion_radius, cfg.seed)
     dist = [probe(r.p2p_21) for r in runs]
-    ops = orientation_pair(P1.full, P2.full, cfg)
-    orient = [map_orientation(r.p2p_21, P1.full, P2.full, cfg, ops) for r in runs]
+    orient = [map_orientation(r.p2p_21, P1.full, P2.full, cfg) for r in runs]
     best = int(np.argmin(dist))
     out = runs[best]
     out.orientation = orient[best]
@@ -597,8 +595,7 @@ def match_files(src: str | Path, tgt: str | Path, cfg: MatchConfig, prior: Denoi
         res["wks_orient_zoomout"] = wks_zoomout(P1, P2, replace(cfg, w_orient_baseline=cfg.w_orient_classic),
                                                 sub(0.05 + 0.85 / 3 + 0.02, 0.05 + 0.85 / 3 + 0.05), cancel)
         res["deep_fm"] = deep_fm(P1, P2, cfg, sub(0.05 + 0.85 / 3 + 0.05, 0.9), cancel)
-    ops = orientation_pair(P1.full, P2.full, cfg) if any(r.orientation is None for r in res.values()) else None
-    orient = {k: r.orientation or map_orientation(r.p2p_21, P1.full, P2.full, cfg, ops) for k, r in res.items()}
+    orient = {k: r.orientation or map_orientation(r.p2p_21, P1.full, P2.full, cfg) for k, r in res.items()}
     errs: dict = {}
     if gt is not None:
         if progress:

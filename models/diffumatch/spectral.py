@@ -13,7 +13,7 @@ from __future__ import annotations
 import hashlib
 import io
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -55,6 +55,10 @@ class SpectralShape:
     evecs.T @ diag(mass) @ evecs = I), mass float64 [V] (lumped vertex areas, sum = 1),
     grad_x / grad_y sparse [V, V] (per-vertex tangent-plane gradient operators), frames float64 [V, 3, 3]
     (tangent x, tangent y, normal per vertex), scale float (original length = verts / scale).
+
+    derived: quantities computed from this shape alone, kept for reuse and keyed by what they depend on
+    (e.g. the WKS orientation operators of the matcher, ~0.3 s on 5k vertices, asked for several times
+    per pair); not part of the shape's data (no effect on equality or repr).
     """
 
     verts: np.ndarray
@@ -66,6 +70,7 @@ class SpectralShape:
     grad_y: sp.csr_matrix
     frames: np.ndarray
     scale: float
+    derived: dict = field(default_factory=dict, repr=False, compare=False)
 
     @property
     def n(self) -> int:

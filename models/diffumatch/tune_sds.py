@@ -148,8 +148,7 @@ def tune_orient_procedural(seeds: tuple[int, ...] = (0, 1), weights: tuple[float
         for ci, col in enumerate(cols):
             P1, P2 = M.prepare(col.verts[0], col.faces, base), M.prepare(col.verts[1], col.faces, base)
             gt = np.arange(P2.full.n)
-            ops = M.orientation_pair(P1.full, P2.full, base)
-            o_gt = M.map_orientation(gt, P1.full, P2.full, base, ops)
+            o_gt = M.map_orientation(gt, P1.full, P2.full, base)
             runs = settings if settings is not None else {f"w_orient={w}": {"w_orient": w} for w in weights}
             for setting, over in runs.items():
                 for name in methods:
@@ -163,7 +162,7 @@ def tune_orient_procedural(seeds: tuple[int, ...] = (0, 1), weights: tuple[float
                     yield {"pair": f"{col.name}#{ci}", "seed": seed, "method": name, "w_orient": w, "setting": setting,
                            "over": over,
                            "final": e["f"]["mean"], "init": e["i"]["mean"],
-                           "orientation": list(M.map_orientation(r.p2p_21, P1.full, P2.full, base, ops)),
+                           "orientation": list(M.map_orientation(r.p2p_21, P1.full, P2.full, base)),
                            "orientation_gt": list(o_gt), "cpu_seconds": time.process_time() - t0,
                            "candidates": _candidates(r, lambda i: e[f"c{i}"]["mean"])}
 
