@@ -163,12 +163,12 @@ def bench_memory(quick: bool) -> dict[str, Any]:
     vol = TSDFVolume(cfg, np.zeros(3), np.full(3, side), backend="numba")
     n_blocks = int(np.prod(vol.dims))
     out["memory_blocks"] = n_blocks
-    out["memory_estimate_gb"] = (estimate_bytes(n_blocks) + vol.index.nbytes) / 2**30
+    out["memory_estimate_gb"] = (estimate_bytes(n_blocks, vol.bs, cfg.mesh_channel) + vol.index.nbytes) / 2**30
     if quick:
         return out
     rss0 = _rss_bytes()
     vol.allocate_region(np.zeros(3), np.full(3, side))
-    for a in (vol.tsdf, vol.weight, vol.color, vol.anchors, vol.skin_w):  # touch every page
+    for a in vol.pool_arrays()[1:]:  # touch every page
         a[: vol.num_blocks] = 1
     out["memory_gb"] = vol.nbytes / 2**30
     rss1 = _rss_bytes()

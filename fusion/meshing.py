@@ -157,13 +157,14 @@ def _interp_colors(color: np.ndarray, weight: np.ndarray, pts: np.ndarray) -> np
     return np.clip(np.round(acc / np.maximum(wsum, 1e-12)[:, None]), 0, 255).astype(np.uint8)
 
 
-def extract_mesh(volume, min_weight: float = 1.0) -> TriMesh:
-    """Marching cubes of a `fusion.tsdf.TSDFVolume` (or its `blocks()` dict) in the canonical frame.
+def extract_mesh(volume, min_weight: float = 1.0, channel: str = "mesh") -> TriMesh:
+    """Marching cubes of a `fusion.tsdf.TSDFVolume` (its `channel`: "mesh", the narrow-band one, or "track")
+    or of a `blocks()` dict, in the canonical frame.
 
     Returns a TriMesh (vertices float32 metres, faces int32, outward normals, interpolated colors); an empty
     mesh when nothing has been fused yet.
     """
-    blocks = volume if isinstance(volume, dict) else volume.blocks()
+    blocks = volume if isinstance(volume, dict) else volume.blocks(channel)
     if len(blocks["coords"]) == 0:
         return TriMesh.empty()
     tsdf, weight, color, g0 = dense_from_blocks(blocks)

@@ -41,7 +41,10 @@ class FusionConfig:
     voxel_size: float = 0.01
     """TSDF voxel edge, metres"""
     trunc_voxels: float = 4.0
-    """truncation band in voxels"""
+    """truncation band in voxels of the tracking channel (what the tracker and the graph see)"""
+    mesh_trunc_voxels: float = 2.0
+    """truncation band in voxels of the mesh channel that meshes are extracted from (0: meshes from the
+    tracking channel; see `fusion.tsdf.volume`)"""
     depth_min: float = 0.1
     """nearer depth is ignored, metres"""
     depth_max: float = 3.0
@@ -87,7 +90,8 @@ class FusionConfig:
     def volume_config(self) -> VolumeConfig:
         """The TSDF volume options implied by this config."""
         return VolumeConfig(
-            voxel_size=self.voxel_size, trunc_voxels=self.trunc_voxels, depth_min=self.depth_min,
+            voxel_size=self.voxel_size, trunc_voxels=self.trunc_voxels, mesh_trunc_voxels=self.mesh_trunc_voxels,
+            depth_min=self.depth_min,
             depth_max=self.depth_max, max_weight=self.max_weight, memory_budget_gb=self.memory_budget_gb,
             num_threads=self.num_threads, warp_check=self.warp_check,
         )

@@ -132,7 +132,7 @@ def capture_from_pipeline(pipeline: Any, frame_index: int = -1, timestamp_s: flo
     vol = getattr(pipeline, "volume", None)
     if vol is None:
         raise InputError("nothing has been fused yet: start the reconstruction before capturing")
-    pts, nrm, col = vol.surface_points(pipeline.config.min_weight)
+    pts, nrm, col = vol.surface_points(pipeline.config.min_weight, channel="mesh")
     if len(pts) == 0:
         raise InputError("the fused surface is still empty: fuse a few more frames before capturing")
     ids = lattice_track_ids(pts, vol.origin, vol.voxel_size)

@@ -87,6 +87,9 @@ def integrate_blocks(
     check_pix: np.ndarray,
     check_stride: int,
     check_dist: float,
+    tsdf_mesh: np.ndarray,
+    weight_mesh: np.ndarray,
+    mesh_trunc: float,
 ) -> int:
     """Projective TSDF update of the voxels of the blocks `active` (int32 [A]) from one depth image.
 
@@ -97,6 +100,10 @@ def integrate_blocks(
     depth d (metres, valid in [dmin, dmax]) and voxel depth z, sdf = d - z; voxels with sdf < -trunc are
     left alone, others get tsdf <- (tsdf*w + min(1, sdf/trunc)) / (w + 1), w <- min(w + 1, max_weight),
     and (when sdf <= trunc and `use_color`) the color is blended the same way. Arithmetic is float32.
+    Mesh channel (mesh_trunc > 0; tsdf_mesh / weight_mesh float32 like tsdf / weight): every observation
+    that updates a voxel with sdf >= -mesh_trunc updates it the same way there, truncated at mesh_trunc,
+    unless it is a near-surface one (sdf <= mesh_trunc) that fails the warp-consistency check scaled to the
+    mesh band (check_dist x mesh_trunc / trunc).
     depth: float32 [H, W] metres; image: uint8 [H, W, 3]. Returns the number of voxels updated.
 
     Warp-consistency check (check_dist > 0): a near-surface observation (sdf <= trunc) is rejected when the
@@ -132,6 +139,10 @@ def integrate_blocks(
     prow = check_pix.shape[0] - 1
     pcol = check_pix.shape[1] - 1
     istr = np.float32(1.0 / check_stride)
+    use_mesh = mesh_trunc > 0.0
+    mtr = np.float32(mesh_trunc)
+    imtr = np.float32(1.0 / mesh_trunc) if use_mesh else np.float32(0.0)
+    chk_mesh = np.float32(check_dist * mesh_trunc / trunc)  # the same check, scaled to the mesh band
     for ii in prange(active.shape[0]):
         b = active[ii]
         bx = coords[b, 0] * bs
@@ -181,15 +192,20 @@ def integrate_blocks(
                     sdf = d - z
                     if sdf < -ftr:
                         continue
+                    mesh_ok = use_mesh and sdf >= -mtr
                     if use_check and sdf <= ftr:
                         q = check_pix[min(int(vf * istr + half), prow), min(int(uf * istr + half), pcol)]
                         if q >= 0:
                             ex = px - check_pts[q, 0]
                             ey = py - check_pts[q, 1]
                             ez = pz - check_pts[q, 2]
+                            e2 = ex * ex + ey * ey + ez * ez
                             lim = np.float32(1.2) * abs(sdf) + chk
-                            if ex * ex + ey * ey + ez * ez > lim * lim:
+                            if e2 > lim * lim:
                                 continue
+                            if mesh_ok and sdf <= mtr:
+                                lim = np.float32(1.2) * abs(sdf) + chk_mesh
+                                mesh_ok = e2 <= lim * lim
                     t = min(sdf * itr, one)
                     w_old = weight[b, v]
                     w_new = w_old + one
@@ -199,6 +215,11 @@ def integrate_blocks(
                             val = (np.float32(color[b, v, c]) * w_old + np.float32(image[r, u, c])) / w_new
                             color[b, v, c] = np.uint8(min(np.float32(255.0), val + half))
                     weight[b, v] = min(w_new, fmaxw)
+                    if mesh_ok:
+                        wm_old = weight_mesh[b, v]
+                        wm_new = wm_old + one
+                        tsdf_mesh[b, v] = (tsdf_mesh[b, v] * wm_old + min(sdf * imtr, one)) / wm_new
+                        weight_mesh[b, v] = min(wm_new, fmaxw)
                     cnt += 1
         counts[ii] = cnt
     return int(counts.sum())

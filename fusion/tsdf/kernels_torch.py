@@ -227,9 +227,9 @@ def update_t(vol: "TSDFVolume", frame: RGBDFrame, depth: np.ndarray, aff: np.nda
         if use_check:
             q = c_pix[torch.clamp((vf / check_stride + 0.5).floor().long(), 0, prow),
                       torch.clamp((uf / check_stride + 0.5).floor().long(), 0, pcol)]
+            e2 = ((p - c_pts[q.clamp(min=0)]) ** 2).sum(-1)
             lim = 1.2 * sdf.abs() + check_dist
-            far = ((p - c_pts[q.clamp(min=0)]) ** 2).sum(-1) > lim * lim
-            ok &= ~((sdf <= trunc) & (q >= 0) & far)
+            ok &= ~((sdf <= trunc) & (q >= 0) & (e2 > lim * lim))
         t = torch.clamp(sdf / trunc, max=1.0)
         w_old = vol.weight[ids]
         w_new = w_old + 1.0
@@ -240,6 +240,17 @@ def update_t(vol: "TSDFVolume", frame: RGBDFrame, depth: np.ndarray, aff: np.nda
             new_c = torch.clamp(torch.floor((old_c * w_old[..., None] + c_img[r, u].float()) / w_new[..., None] + 0.5), max=255.0)
             vol.color[ids] = torch.where(cm[..., None], new_c.to(torch.uint8), vol.color[ids])
         vol.weight[ids] = torch.where(ok, torch.clamp(w_new, max=float(cfg.max_weight)), w_old)
+        if cfg.mesh_channel:
+            mtr = float(cfg.mesh_trunc)
+            om = ok & (sdf >= -mtr)
+            if use_check:  # the check scaled to the mesh band
+                lim = 1.2 * sdf.abs() + check_dist * mtr / trunc
+                om &= ~((sdf <= mtr) & (q >= 0) & (e2 > lim * lim))
+            wm_old = vol.weight_mesh[ids]
+            wm_new = wm_old + 1.0
+            vol.tsdf_mesh[ids] = torch.where(om, (vol.tsdf_mesh[ids] * wm_old + torch.clamp(sdf / mtr, max=1.0)) / wm_new,
+                                             vol.tsdf_mesh[ids])
+            vol.weight_mesh[ids] = torch.where(om, torch.clamp(wm_new, max=float(cfg.max_weight)), wm_old)
         total += int(ok.sum())
     return total
 
@@ -262,19 +273,21 @@ def _neighbour(vol: "TSDFVolume", g: torch.Tensor, delta: tuple[int, int, int]) 
     return b, v
 
 
-def surface_points_t(vol: "TSDFVolume", min_weight: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Torch twin of `kernels_nb.surface_points` (same points; the order may differ). Returns numpy arrays."""
+def surface_points_t(vol: "TSDFVolume", min_weight: float, tsdf_all: torch.Tensor,
+                     weight_all: torch.Tensor) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Torch twin of `kernels_nb.surface_points` over one channel's pool arrays (tsdf_all / weight_all, e.g.
+    vol.tsdf / vol.weight; same points, the order may differ). Returns numpy arrays."""
     n = vol.num_blocks
     dev = vol.device
     local = _local(vol)
     g = vol.coords[:n].long()[:, None, :] * vol.bs + local[None]  # [n, nv, 3]
-    tsdf = vol.tsdf[:n]
-    wgt = vol.weight[:n]
+    tsdf = tsdf_all[:n]
+    wgt = weight_all[:n]
 
     def val(b, v):
         ok = b >= 0
         bb = b.clamp(min=0)
-        return torch.where(ok, vol.tsdf[bb, v], torch.zeros_like(tsdf)), ok & (vol.weight[bb, v] >= min_weight)
+        return torch.where(ok, tsdf_all[bb, v], torch.zeros_like(tsdf)), ok & (weight_all[bb, v] >= min_weight)
 
     # gradient at every voxel (central differences, one-sided where a neighbour is unobserved)
     grad = torch.zeros(g.shape, dtype=torch.float32, device=dev)

@@ -47,6 +47,7 @@ def integrate_dense(
     valid_voxels: np.ndarray | None = None,
     integrate_color: bool = True,
     check: tuple[np.ndarray, np.ndarray, int, float] | None = None,
+    check_wide: tuple[float, float] | None = None,
 ) -> int:
     """Fuse one frame into `vol` in place; returns the number of updated voxels.
 
@@ -59,7 +60,9 @@ def integrate_dense(
 
     check = (points [P, 3], pix int [R, C], stride, dist): the warp-consistency check of the fast kernels
     (a voxel with sdf <= trunc is skipped when points[pix[round(v / stride), round(u / stride)]] exists and
-    lies farther than 1.2 |sdf| + dist from the voxel centre).
+    lies farther than 1.2 |sdf| + dist from the voxel centre). check_wide = (band, dist): the same check
+    applied also to every voxel with sdf <= band at that dist (the mesh channel of the fast kernels updates
+    only what passes the tracking channel's wider check too: pass (trunc, dist) of that channel).
     """
     k = frame.intrinsics
     p = vol.centers().reshape(-1, 3)
@@ -82,8 +85,10 @@ def integrate_dense(
         rr = np.clip(np.floor(vf / stride + 0.5).astype(np.int64), 0, pix.shape[0] - 1)
         cc = np.clip(np.floor(uf / stride + 0.5).astype(np.int64), 0, pix.shape[1] - 1)
         q = pix[rr, cc]
-        far = np.linalg.norm(p - pts[np.maximum(q, 0)], axis=1) > 1.2 * np.abs(sdf) + dist
-        ok &= ~((sdf <= trunc) & (q >= 0) & far)
+        e = np.linalg.norm(p - pts[np.maximum(q, 0)], axis=1)
+        ok &= ~((sdf <= trunc) & (q >= 0) & (e > 1.2 * np.abs(sdf) + dist))
+        if check_wide is not None:
+            ok &= ~((sdf <= check_wide[0]) & (q >= 0) & (e > 1.2 * np.abs(sdf) + check_wide[1]))
     t = np.minimum(1.0, sdf / trunc)
     tsdf = vol.tsdf.reshape(-1)
     wgt = vol.weight.reshape(-1)

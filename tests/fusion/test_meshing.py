@@ -34,7 +34,7 @@ def test_marching_cubes_of_analytic_sphere_has_the_right_radius_and_no_seams():
     c, r = np.array([0.013, -0.021, 0.5]), 0.2
     vol = _analytic_sphere_volume(c, r)
     assert vol.num_blocks > 50  # the sphere crosses many block seams
-    mesh = extract_mesh(vol)
+    mesh = extract_mesh(vol, channel="track")  # the helper writes the tracking channel
     rr = np.linalg.norm(mesh.vertices - c, axis=1)
     assert mesh.num_faces > 5000
     assert np.abs(rr - r).max() < 0.1 * vol.voxel_size
@@ -58,7 +58,7 @@ def test_unobserved_voxels_make_no_faces():
     ids = np.arange(vol.num_blocks)
     p = vol.voxel_centers(ids)
     vol.weight[ids] = np.where(p[..., 2] < c[2], vol.weight[ids], 0)  # only the front half observed
-    mesh = extract_mesh(vol)
+    mesh = extract_mesh(vol, channel="track")  # the helper writes the tracking channel
     assert mesh.num_faces > 500
     assert mesh.vertices[:, 2].max() < c[2] + vol.voxel_size
     assert extract_mesh(TSDFVolume(VolumeConfig(), np.zeros(3), np.ones(3))).is_empty

@@ -72,11 +72,23 @@ def _compare(vol: TSDFVolume, dense: DenseTSDF, full: DenseTSDF) -> None:
     assert len(b["coords"]) < 0.5 * near_blocks.size
 
 
+def _compare_mesh_channel(vol: TSDFVolume, dense_mesh: DenseTSDF) -> None:
+    """The mesh channel holds `dense_mesh` (integrated with the mesh truncation on the allocated voxels), and
+    differs from the tracking channel."""
+    b, t = vol.blocks("mesh"), vol.blocks("track")
+    rt, rw, _ = _blocks_of_dense(vol, dense_mesh, b["coords"])
+    np.testing.assert_allclose(b["tsdf"], rt, atol=2e-5)
+    np.testing.assert_array_equal(b["weight"], rw)
+    assert b["trunc"] == vol.config.mesh_trunc < t["trunc"]
+    # the narrow band leaves voxels well behind the surface alone, the wide one fuses them
+    assert ((t["weight"] > 0) & (b["weight"] == 0)).sum() > 1000
+
+
 def test_static_scene_matches_dense_reference():
-    cfg = VolumeConfig(voxel_size=0.01, trunc_voxels=4)
+    cfg = VolumeConfig(voxel_size=0.01, trunc_voxels=4, mesh_trunc_voxels=2)
     f0 = _sphere_frame(0)
     vol = TSDFVolume.from_frame(f0, cfg, backend="numba")
-    dense, full = _dense_like(vol), _dense_like(vol)
+    dense, full, dmesh = _dense_like(vol), _dense_like(vol), _dense_like(vol)
     pose = np.eye(4)
     pose[:3, :3] = Rotation.from_rotvec([0.0, 0.08, 0.03]).as_matrix()
     pose[:3, 3] = [0.01, -0.005, 0.02]
@@ -88,7 +100,9 @@ def test_static_scene_matches_dense_reference():
         to_live = None if p is None else (lambda x, p=p: x @ p[:3, :3].T + p[:3, 3])
         integrate_dense(dense, f, cfg.trunc, cfg.max_weight, cfg.depth_min, cfg.depth_max, to_live, alloc)
         integrate_dense(full, f, cfg.trunc, cfg.max_weight, cfg.depth_min, cfg.depth_max, to_live)
+        integrate_dense(dmesh, f, cfg.mesh_trunc, cfg.max_weight, cfg.depth_min, cfg.depth_max, to_live, alloc)
     _compare(vol, dense, full)
+    _compare_mesh_channel(vol, dmesh)
     pts, nrm, _ = vol.surface_points()
     r = np.linalg.norm(pts - CENTER, axis=1)
     assert np.abs(r - RADIUS).mean() < 0.1 * cfg.voxel_size
@@ -121,13 +135,14 @@ def _graph_scene():
 
 @pytest.mark.parametrize("backend", ["numba", "torch"])
 def test_warped_integration_matches_dense_reference(backend):
-    cfg = VolumeConfig(voxel_size=0.01, trunc_voxels=4)
+    cfg = VolumeConfig(voxel_size=0.01, trunc_voxels=4, mesh_trunc_voxels=2)
     g, motion, frame = _graph_scene()
     f0 = frame(0)
     vol = TSDFVolume.from_frame(f0, cfg, backend=backend, device="cpu")
-    dense, full = _dense_like(vol), _dense_like(vol)
+    dense, full, dmesh = _dense_like(vol), _dense_like(vol), _dense_like(vol)
     vol.allocate(f0)
     integrate_dense(dense, f0, cfg.trunc, cfg.max_weight, cfg.depth_min, cfg.depth_max, None, _allocated_mask(vol))
+    integrate_dense(dmesh, f0, cfg.mesh_trunc, cfg.max_weight, cfg.depth_min, cfg.depth_max, None, _allocated_mask(vol))
     integrate_dense(full, f0, cfg.trunc, cfg.max_weight, cfg.depth_min, cfg.depth_max)
     vol.integrate(f0)
     centers = dense.centers().reshape(-1, 3).astype(np.float32)
@@ -144,7 +159,12 @@ def test_warped_integration_matches_dense_reference(backend):
         integrate_dense(dense, f, cfg.trunc, cfg.max_weight, cfg.depth_min, cfg.depth_max, warp, has & alloc,
                         check=check)
         integrate_dense(full, f, cfg.trunc, cfg.max_weight, cfg.depth_min, cfg.depth_max, warp, has)
+        # the mesh channel: its own band and the check scaled to it, within the tracking channel's check
+        mcheck = (*check[:3], cfg.warp_check * cfg.mesh_trunc)
+        integrate_dense(dmesh, f, cfg.mesh_trunc, cfg.max_weight, cfg.depth_min, cfg.depth_max, warp, has & alloc,
+                        integrate_color=False, check=mcheck, check_wide=(cfg.trunc, check[3]))
     _compare(vol, dense, full)
+    _compare_mesh_channel(vol, dmesh)
 
 
 def test_torch_path_equals_numba_path():
@@ -165,6 +185,10 @@ def test_torch_path_equals_numba_path():
     ib = [kb[x] for x in sorted(ka)]
     np.testing.assert_allclose(a["tsdf"][ia], b["tsdf"][ib], atol=1e-5)
     np.testing.assert_array_equal(a["weight"][ia], b["weight"][ib])
+    ma, mb = (v.blocks("mesh") for v in vols)
+    np.testing.assert_allclose(ma["tsdf"][ia], mb["tsdf"][ib], atol=1e-5)
+    np.testing.assert_array_equal(ma["weight"][ia], mb["weight"][ib])
+    assert (ma["weight"] != a["weight"]).any()
     assert np.abs(a["color"][ia].astype(int) - b["color"][ib]).max() <= 1
     pa, na, _ = vols[0].surface_points()
     pb, nb_, _ = vols[1].surface_points()
