@@ -1,5 +1,5 @@
-"""Reconstruction controls: start / stop / reset, tracker, device, voxel size, truncation, depth range,
-node coverage, keyframe interval, processing resolution, warped-sequence recording; presets (built-in,
+"""Reconstruction controls: start / stop / reset, tracker, device, voxel size, truncation (tracking and
+mesh), depth range, node coverage, keyframe interval, processing resolution, warped-sequence recording; presets (built-in,
 or saved to / loaded from TOML or JSON files). The values live in `app.gui.settings.ReconSettings`.
 """
 from __future__ import annotations
@@ -55,7 +55,10 @@ class ReconstructionControls(QtWidgets.QWidget):
             self.processing.addItem(label, label)
         self.processing.setToolTip("Frames are resized to this before fusion (smaller = faster)")
         self.voxel = _dspin(1.0, 100.0, 1.0, 1, " mm", "TSDF voxel edge")
-        self.trunc = _dspin(1.0, 20.0, 0.5, 1, " voxels", "Truncation band of the signed distance")
+        self.trunc = _dspin(1.0, 20.0, 0.5, 1, " voxels", "Truncation band of the signed distance the tracker sees")
+        self.mesh_trunc = _dspin(0.0, 20.0, 0.5, 1, " voxels", "Truncation band the mesh is extracted from: "
+                                 "narrower keeps close surfaces apart (off: the tracker's band)")
+        self.mesh_trunc.setSpecialValueText("off")
         self.depth_min = _dspin(0.0, 10.0, 0.05, 2, " m", "Nearer depth is ignored")
         self.depth_max = _dspin(0.1, 20.0, 0.1, 2, " m", "Farther depth is ignored")
         self.coverage = _dspin(0.5, 50.0, 0.5, 1, " cm", "Deformation-graph node coverage radius (NNRT: 5 cm)")
@@ -92,6 +95,7 @@ class ReconstructionControls(QtWidgets.QWidget):
         form.addRow("Processing", self.processing)
         form.addRow("Voxel size", self.voxel)
         form.addRow("Truncation", self.trunc)
+        form.addRow("Mesh truncation", self.mesh_trunc)
         rng = QtWidgets.QHBoxLayout()
         rng.addWidget(self.depth_min)
         rng.addWidget(QtWidgets.QLabel("–"))
@@ -114,9 +118,9 @@ class ReconstructionControls(QtWidgets.QWidget):
         lay.addWidget(self.lock_note)
         lay.addStretch(1)
 
-        self._geometry_widgets = (self.tracker, self.device, self.processing, self.voxel, self.trunc, self.depth_min,
-                                  self.depth_max, self.coverage, self.keyframe, self.sequence, self.memory,
-                                  self.preset, self.load_btn)
+        self._geometry_widgets = (self.tracker, self.device, self.processing, self.voxel, self.trunc, self.mesh_trunc,
+                                  self.depth_min, self.depth_max, self.coverage, self.keyframe, self.sequence,
+                                  self.memory, self.preset, self.load_btn)
         self.start_btn.clicked.connect(self._start)
         self.stop_btn.clicked.connect(self.stopRequested)
         self.reset_btn.clicked.connect(self.resetRequested)
@@ -137,6 +141,7 @@ class ReconstructionControls(QtWidgets.QWidget):
         return ReconSettings(
             tracker=self.tracker.currentData(), device=self.device.currentData(),
             voxel_size=self.voxel.value() / 1000.0, trunc_voxels=self.trunc.value(),
+            mesh_trunc_voxels=self.mesh_trunc.value(),
             depth_min=self.depth_min.value(), depth_max=self.depth_max.value(),
             node_coverage=self.coverage.value() / 100.0, keyframe_interval=self.keyframe.value(),
             processing_size=self._processing_size(), sequence_after=self.sequence.value(),
@@ -161,6 +166,7 @@ class ReconstructionControls(QtWidgets.QWidget):
         self.processing.setCurrentIndex(self.processing.findData(labels[0]))
         self.voxel.setValue(1000.0 * s.voxel_size)
         self.trunc.setValue(s.trunc_voxels)
+        self.mesh_trunc.setValue(s.mesh_trunc_voxels)
         self.depth_min.setValue(s.depth_min)
         self.depth_max.setValue(s.depth_max)
         self.coverage.setValue(100.0 * s.node_coverage)

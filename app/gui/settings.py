@@ -37,7 +37,9 @@ class ReconSettings:
     voxel_size: float = 0.01
     """TSDF voxel edge, metres"""
     trunc_voxels: float = 4.0
-    """truncation band, voxels"""
+    """truncation band the tracker sees, voxels"""
+    mesh_trunc_voxels: float = 2.0
+    """truncation band meshes are extracted from, voxels (0 = the tracker's; see fusion.tsdf.volume)"""
     depth_min: float = 0.1
     """nearer depth is ignored, metres"""
     depth_max: float = 3.0
@@ -64,6 +66,9 @@ class ReconSettings:
             v = getattr(self, name)
             if not (isinstance(v, (int, float)) and math.isfinite(v) and v > 0):
                 raise InputError(f"{name} must be a positive number, got {v!r}")
+        m = self.mesh_trunc_voxels
+        if not (isinstance(m, (int, float)) and math.isfinite(m) and (m == 0 or m >= 1)):
+            raise InputError(f"mesh_trunc_voxels must be 0 (off) or at least 1 voxel, got {m!r}")
         if not 0 <= self.depth_min < self.depth_max:
             raise InputError(f"depth range [{self.depth_min}, {self.depth_max}] m is empty")
         if self.keyframe_interval < 1 or self.sequence_after < 0:
@@ -117,8 +122,8 @@ class ReconSettings:
         from fusion.pipeline import FusionConfig
 
         return FusionConfig(
-            voxel_size=self.voxel_size, trunc_voxels=self.trunc_voxels, depth_min=self.depth_min,
-            depth_max=self.depth_max, node_coverage=self.node_coverage, processing_size=self.processing_size,
+            voxel_size=self.voxel_size, trunc_voxels=self.trunc_voxels, mesh_trunc_voxels=self.mesh_trunc_voxels,
+            depth_min=self.depth_min, depth_max=self.depth_max, node_coverage=self.node_coverage, processing_size=self.processing_size,
             memory_budget_gb=self.memory_budget_gb, device=self.device,
             freeze_sequence_after=self.sequence_after or None,
         )

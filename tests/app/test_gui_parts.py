@@ -61,6 +61,11 @@ def test_settings_to_fusion_config():
     assert cfg.voxel_size == 0.008 and cfg.trunc_voxels == 3 and cfg.freeze_sequence_after is None
     assert cfg.processing_size == (320, 240)
     assert ReconSettings(sequence_after=7).fusion_config().freeze_sequence_after == 7
+    assert ReconSettings().fusion_config().volume_config().mesh_channel
+    assert ReconSettings(mesh_trunc_voxels=0).fusion_config().mesh_trunc_voxels == 0
+    assert not ReconSettings(mesh_trunc_voxels=0).fusion_config().volume_config().mesh_channel
+    with pytest.raises(InputError, match="mesh_trunc_voxels"):
+        ReconSettings(mesh_trunc_voxels=0.5)
 
 
 # ---------------------------------------------------------------------------------------------- captures
@@ -363,7 +368,7 @@ def test_controls_settings_presets_and_availability(qtbot, tmp_path):
     c = ReconstructionControls()
     qtbot.addWidget(c)
     s = ReconSettings(tracker="none", voxel_size=0.005, depth_min=0.2, depth_max=1.5, node_coverage=0.03,
-                      processing_size=(640, 480), sequence_after=5)
+                      processing_size=(640, 480), sequence_after=5, mesh_trunc_voxels=0.0)
     c.set_settings(s)
     assert c.settings() == s
     c.set_tracker_availability({"classical": (True, ""), "neural": (False, "no trained weights")})
