@@ -26,9 +26,9 @@ from fusion.frame import RGBDFrame
 from fusion.motion import MotionEstimator
 
 
-def scene_and_truth(name: str, n: int, width: int = 640, height: int = 480) -> tuple[Any, Any]:
+def scene_and_truth(name: str, n: int, width: int = 640, height: int = 480, seed: int | None = None) -> tuple[Any, Any]:
     """The bundled sample's scene settings with the object `name` ("cloth", "cylinder", "humanoid"), n frames
-    at width x height, and its ground truth (`fusion.pipeline.GroundTruth`, vertices per frame in the camera
+    at width x height (and the scene's random motion drawn with `seed`; None: the sample's), and its ground truth (`fusion.pipeline.GroundTruth`, vertices per frame in the camera
     frame). Returns (scene, ground truth); frames are rendered on demand (`scene.render(i)`)."""
     from dataclasses import replace
 
@@ -36,7 +36,8 @@ def scene_and_truth(name: str, n: int, width: int = 640, height: int = 480) -> t
     from fusion.synthetic.make_sample import SAMPLE_CONFIG
     from fusion.synthetic.scene import make_scene
 
-    scene = make_scene(replace(SAMPLE_CONFIG, name=name, width=width, height=height, n_frames=max(n, 1)))
+    cfg = replace(SAMPLE_CONFIG, name=name, width=width, height=height, n_frames=max(n, 1))
+    scene = make_scene(cfg if seed is None else replace(cfg, seed=int(seed)))
     gt = GroundTruth(np.stack([scene.vertices_at(i) for i in range(n)]), scene.mesh_at(0)[1])
     return scene, gt
 
@@ -235,9 +236,10 @@ def run_bench(quick: bool) -> dict[str, Any]:
 
 
 def scene_run(name: str, n_frames: int, make_estimator: Callable[[Any], MotionEstimator],
-              size: tuple[int, int] = (320, 240), voxel: float = 0.01) -> dict[str, Any]:
+              size: tuple[int, int] = (320, 240), voxel: float = 0.01, seed: int | None = None) -> dict[str, Any]:
     """One synthetic scene (the bundled sample's settings with `name` swapped in: "cloth", "cylinder",
-    "humanoid"), n_frames rendered at 640x480 and fused at `size` with `make_estimator(gt)`.
+    "humanoid"; `seed`: another draw of its random motion), n_frames rendered at 640x480 and fused at `size`
+    with `make_estimator(gt)`.
 
     Returns geometry_error_mm / deformation_error_mm (and deformation_error_visible_mm: over the vertices each
     frame sees) against the ground truth, frames skipped, fps (wall),
@@ -246,7 +248,7 @@ def scene_run(name: str, n_frames: int, make_estimator: Callable[[Any], MotionEs
     within 2 cm of the tracked model: a tracker that lost the object leaves it uncovered) and `finite`."""
     from fusion.pipeline import FusionConfig, FusionPipeline
 
-    scene, gt = scene_and_truth(name, n_frames)
+    scene, gt = scene_and_truth(name, n_frames, seed=seed)
     pipe = FusionPipeline(FusionConfig(voxel_size=voxel, processing_size=size), make_estimator(gt))
     seen = {"nodes_first": None, "finite": True, "last": None}
 

@@ -22,7 +22,8 @@ Two signed-distance channels share the blocks, the warp and the colour: the trac
 samples and normals, and the mesh channel (`tsdf_mesh`, `weight_mesh`, truncation `mesh_trunc_voxels`),
 which the mesh is extracted from: a narrow band keeps close surfaces apart (an arm hanging beside the
 torso) and grazing rays from blurring silhouettes. Measured with the true motion (synthetic scenes, 1 cm
-voxels): humanoid geometry 4.6 -> 2.7 mm, cylinder 3.8 -> 1.8 mm at 2 voxels against 4.
+voxels, 90 frames): geometry error humanoid 4.56 -> 2.82 mm, cylinder 3.77 -> 2.27 mm with a 2-voxel mesh
+channel beside the 4-voxel tracking one (docs/dev/tracker_experiments.md, fifth round).
 
 Units: metres; the canonical frame is the camera frame of the first fused frame.
 """
@@ -397,6 +398,7 @@ class TSDFVolume:
             "dropped_blocks": self.dropped_blocks,
             "voxel_size_m": self.voxel_size,
             "trunc_m": self.trunc,
+            "mesh_trunc_m": float(self.config.mesh_trunc),
             "backend": self.backend,
             "device": self.device,
         }
