@@ -26,10 +26,12 @@ from fusion.frame import RGBDFrame
 from fusion.motion import MotionEstimator
 
 
-def scene_and_truth(name: str, n: int, width: int = 640, height: int = 480, seed: int | None = None) -> tuple[Any, Any]:
+def scene_and_truth(name: str, n: int, width: int = 640, height: int = 480,
+                    seed: int | None = None) -> tuple[Any, Any]:
     """The bundled sample's scene settings with the object `name` ("cloth", "cylinder", "humanoid"), n frames
-    at width x height (and the scene's random motion drawn with `seed`; None: the sample's), and its ground truth (`fusion.pipeline.GroundTruth`, vertices per frame in the camera
-    frame). Returns (scene, ground truth); frames are rendered on demand (`scene.render(i)`)."""
+    at width x height (its random motion drawn with `seed`; None: the sample's), and its ground truth
+    (`fusion.pipeline.GroundTruth`, vertices per frame in the camera frame). Returns (scene, ground truth);
+    frames are rendered on demand (`scene.render(i)`)."""
     from dataclasses import replace
 
     from fusion.pipeline import GroundTruth

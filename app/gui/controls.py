@@ -1,6 +1,6 @@
 """Reconstruction controls: start / stop / reset, tracker, device, voxel size, truncation (tracking and
-mesh), depth range, node coverage, keyframe interval, processing resolution, warped-sequence recording; presets (built-in,
-or saved to / loaded from TOML or JSON files). The values live in `app.gui.settings.ReconSettings`.
+mesh), depth range, node coverage, keyframe interval, processing resolution, warped-sequence recording;
+presets (built-in, or saved to / loaded from TOML or JSON files). The values live in `app.gui.settings.ReconSettings`.
 """
 from __future__ import annotations
 

@@ -123,8 +123,8 @@ class ReconSettings:
 
         return FusionConfig(
             voxel_size=self.voxel_size, trunc_voxels=self.trunc_voxels, mesh_trunc_voxels=self.mesh_trunc_voxels,
-            depth_min=self.depth_min, depth_max=self.depth_max, node_coverage=self.node_coverage, processing_size=self.processing_size,
-            memory_budget_gb=self.memory_budget_gb, device=self.device,
+            depth_min=self.depth_min, depth_max=self.depth_max, node_coverage=self.node_coverage,
+            processing_size=self.processing_size, memory_budget_gb=self.memory_budget_gb, device=self.device,
             freeze_sequence_after=self.sequence_after or None,
         )
 
