@@ -33,6 +33,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
     p.add_argument("--max-frames", type=int, default=None)
     p.add_argument("--voxel-size", type=float, default=0.01, help="TSDF voxel edge in metres (default 0.01)")
+    p.add_argument("--trunc", type=float, default=4.0, metavar="VOXELS",
+                   help="truncation band the tracker sees, in voxels (default 4)")
+    p.add_argument("--mesh-trunc", type=float, default=2.0, metavar="VOXELS",
+                   help="truncation band the mesh is extracted from, in voxels (default 2; 0: the tracker's)")
     p.add_argument("--processing-size", type=_size, default=None, metavar="WxH",
                    help="resize frames to WxH before processing (e.g. 320x240)")
     p.add_argument("--depth-max", type=float, default=3.0, help="ignore depth beyond this, metres")
@@ -71,8 +75,9 @@ def load_groundtruth_for(recording: str, explicit: Path | None) -> Any:
 def replay(recording: str, *, tracker: str = "classical", device: str = "auto", max_frames: int | None = None,
            voxel_size: float = 0.01, processing_size: tuple[int, int] | None = None, depth_max: float = 3.0,
            node_coverage: float = 0.05, gt_path: Path | None = None, sequence: bool = False,
-           progress: bool = True) -> tuple[Any, dict]:
-    """Run the fusion pipeline over a recording. Returns (pipeline, report dict)."""
+           progress: bool = True, trunc_voxels: float = 4.0, mesh_trunc_voxels: float = 2.0) -> tuple[Any, dict]:
+    """Run the fusion pipeline over a recording (truncations in voxels: the tracking channel's and the mesh
+    channel's, see `fusion.tsdf.volume`). Returns (pipeline, report dict)."""
     from app.trackers import make_tracker, resolve_device
     from fusion.errors import InputError
     from fusion.pipeline import FusionConfig, FusionPipeline
@@ -82,9 +87,9 @@ def replay(recording: str, *, tracker: str = "classical", device: str = "auto", 
         raise InputError(f"--voxel-size must be positive, got {voxel_size}")
     dev = resolve_device(device)
     gt = load_groundtruth_for(recording, gt_path)
-    cfg = FusionConfig(voxel_size=voxel_size, processing_size=processing_size, depth_max=depth_max,
-                       node_coverage=node_coverage, max_frames=max_frames, device=dev,
-                       freeze_sequence_after=1 if sequence else None)
+    cfg = FusionConfig(voxel_size=voxel_size, trunc_voxels=trunc_voxels, mesh_trunc_voxels=mesh_trunc_voxels,
+                       processing_size=processing_size, depth_max=depth_max, node_coverage=node_coverage,
+                       max_frames=max_frames, device=dev, freeze_sequence_after=1 if sequence else None)
     est = make_tracker(tracker, dev)
     pipe = FusionPipeline(cfg, est)
     t0 = time.perf_counter()
@@ -151,7 +156,8 @@ def run(args: argparse.Namespace) -> int:
     pipe, rep = replay(args.recording, tracker=args.tracker, device=args.device, max_frames=args.max_frames,
                        voxel_size=args.voxel_size, processing_size=args.processing_size, depth_max=args.depth_max,
                        node_coverage=args.node_coverage, gt_path=args.gt,
-                       sequence=args.export_sequence is not None, progress=not args.quiet)
+                       sequence=args.export_sequence is not None, progress=not args.quiet,
+                       trunc_voxels=args.trunc, mesh_trunc_voxels=args.mesh_trunc)
     _export(pipe, args, rep)
     print(summary_line(rep))
     write_report(args.report, rep)

@@ -62,6 +62,18 @@ def test_replay_bundled_sample_reports_errors_against_its_ground_truth(tmp_path:
     assert rep["deformation_error_visible_mm"] <= rep["deformation_error_mm"] + 1.0
 
 
+def test_replay_truncation_options_reach_the_volume(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    rec = str(ASSETS / "sample.db3")
+    args = ["--max-frames", "3", "--processing-size", "160x120"]
+    rep = _replay([rec, *args, "--trunc", "5", "--mesh-trunc", "1.5"], tmp_path)
+    assert rep["volume"]["trunc_m"] == pytest.approx(0.05) and rep["volume"]["mesh_trunc_m"] == pytest.approx(0.015)
+    off = _replay([rec, *args, "--mesh-trunc", "0"], tmp_path)
+    assert off["volume"]["mesh_trunc_m"] == off["volume"]["trunc_m"] == pytest.approx(0.04)
+    assert main(["replay", rec, *args, "--mesh-trunc", "0.5", "--quiet"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "mesh truncation" in err and "Traceback" not in err
+
+
 @pytest.mark.parametrize("content", [None, b"", b"not a recording at all" * 10])
 def test_replay_bad_input_is_one_line_and_exit_2(tmp_path: Path, capsys: pytest.CaptureFixture,
                                                  content: bytes | None) -> None:
