@@ -467,8 +467,9 @@ class FusionPipeline:
         vis = inside & (d > 0) & (np.abs(d - z) < tol)
         self._gt_vis[frame.index] = (vis, v)
 
-    def evaluate(self, gt: GroundTruth) -> dict[str, Any]:
-        """Geometry and deformation errors (mm) against ground truth.
+    def evaluate(self, gt: GroundTruth, mesh: TriMesh | None = None) -> dict[str, Any]:
+        """Geometry and deformation errors (mm) against ground truth (mesh: the canonical mesh when already
+        extracted).
 
         geometry_error_mm: symmetric mean surface distance between the canonical mesh and the ground-truth
         canonical surface (the true surface at the first fused frame), restricted to the true faces whose
@@ -489,7 +490,7 @@ class FusionPipeline:
             seen |= vis
         faces = gt.faces[seen[gt.faces].all(axis=1)] if len(gt.faces) else gt.faces
         out["gt_observed_fraction"] = float(seen.mean())
-        mesh = self.canonical_mesh()
+        mesh = self.canonical_mesh() if mesh is None else mesh
         if mesh.num_faces and len(faces):
             sym, acc, comp = symmetric_surface_distance(mesh.vertices, mesh.faces, v0, faces)
             out["geometry_error_mm"] = 1e3 * sym
@@ -547,5 +548,5 @@ class FusionPipeline:
             "config": asdict(self.config),
         }
         if groundtruth is not None:
-            rep.update(self.evaluate(as_groundtruth(groundtruth)))
+            rep.update(self.evaluate(as_groundtruth(groundtruth), mesh))
         return rep

@@ -205,7 +205,7 @@ def warp_parts(points: torch.Tensor, anchors: torch.Tensor, weights: torch.Tenso
             wnt = torch.from_numpy(wn)
             wnt = wnt / wnt.norm(dim=1, keepdim=True).clamp_min(1e-12)
         return WarpParts(warped=torch.from_numpy(warped), rotated=torch.from_numpy(rotated),
-                         idx=torch.from_numpy(np.where(idx >= 0, idx, -1)), w=torch.from_numpy(w),
+                         idx=torch.from_numpy(idx), w=torch.from_numpy(w),
                          valid=torch.from_numpy(valid), normals=wnt)
     idx = anchors.long()
     ok = idx >= 0

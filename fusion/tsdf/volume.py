@@ -729,9 +729,9 @@ class TSDFVolume:
                 self.bs, float(min_weight),
             )
 
-    def query_tsdf(self, points: np.ndarray, channel: str = "track") -> tuple[np.ndarray, np.ndarray]:
-        """TSDF and weight (of a channel, "track" or "mesh") of the voxels holding canonical `points` (float
-        [M, 3] metres), nearest voxel.
+    def query_tsdf(self, points: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """TSDF and weight (tracking channel) of the voxels holding canonical `points` (float [M, 3] metres),
+        nearest voxel.
 
         Returns (tsdf float32 [M] (1 where unallocated), weight float32 [M] (0 where unallocated))."""
         p = np.asarray(points, np.float64)
@@ -747,9 +747,8 @@ class TSDFVolume:
         ok = bi >= 0
         loc = g - blk * bsz
         v = (loc[:, 0] * bsz + loc[:, 1]) * bsz + loc[:, 2]
-        tsdf, wgt = self._channel(channel)
-        if self.backend != "numba":
-            tsdf, wgt = tsdf.cpu().numpy(), wgt.cpu().numpy()
+        tsdf = self.tsdf if self.backend == "numba" else self.tsdf.cpu().numpy()
+        wgt = self.weight if self.backend == "numba" else self.weight.cpu().numpy()
         out_t[ok] = tsdf[bi[ok], v[ok]]
         out_w[ok] = wgt[bi[ok], v[ok]]
         return out_t, out_w
