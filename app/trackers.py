@@ -14,12 +14,20 @@ def neural_available() -> bool:
     return importlib.util.find_spec("tracker.neural") is not None
 
 
-def make_tracker(name: str, device: str = "cpu"):
-    """A fresh estimator: 'classical' (depth ICP + ARAP) or 'neural' (NNRT keyframe tracker)."""
+FEATURES = ("none", "sift", "orb")
+
+
+def make_tracker(name: str, device: str = "cpu", features: str = "none"):
+    """A fresh estimator: 'classical' (depth ICP + ARAP) or 'neural' (NNRT keyframe tracker). features: the
+    classical tracker's sparse keyframe features ("none", "sift" or "orb"; tracker/features.py)."""
+    if features not in FEATURES:
+        raise InputError(f"unknown features '{features}' (choose from {', '.join(FEATURES)})")
     if name == "classical":
         from tracker.classical import ClassicalTracker, ClassicalTrackerConfig
 
-        return ClassicalTracker(ClassicalTrackerConfig())
+        return ClassicalTracker(ClassicalTrackerConfig(features=features))
+    if features != "none":
+        raise InputError(f"--features {features} applies to the classical tracker, not to '{name}'")
     if name == "neural":
         if not neural_available():
             raise NotAvailableError("the neural tracker is not available yet: it lands with issue #4")

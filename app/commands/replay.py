@@ -31,6 +31,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("recording", help="recording (.bag/.db3), image folder, or synthetic:NAME")
     p.add_argument("--tracker", choices=["classical", "neural"], default="classical")
     p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
+    p.add_argument("--features", choices=["none", "sift", "orb"], default="none",
+                   help="classical tracker: sparse keyframe feature matches against tangential drift "
+                        "(helps well-textured surfaces; off by default, see docs/dev/tracker_experiments.md)")
     p.add_argument("--max-frames", type=int, default=None)
     p.add_argument("--voxel-size", type=float, default=0.01, help="TSDF voxel edge in metres (default 0.01)")
     p.add_argument("--trunc", type=float, default=4.0, metavar="VOXELS",
@@ -75,9 +78,11 @@ def load_groundtruth_for(recording: str, explicit: Path | None) -> Any:
 def replay(recording: str, *, tracker: str = "classical", device: str = "auto", max_frames: int | None = None,
            voxel_size: float = 0.01, processing_size: tuple[int, int] | None = None, depth_max: float = 3.0,
            node_coverage: float = 0.05, gt_path: Path | None = None, sequence: bool = False,
-           progress: bool = True, trunc_voxels: float = 4.0, mesh_trunc_voxels: float = 2.0) -> tuple[Any, dict]:
+           progress: bool = True, trunc_voxels: float = 4.0, mesh_trunc_voxels: float = 2.0,
+           features: str = "none") -> tuple[Any, dict]:
     """Run the fusion pipeline over a recording (truncations in voxels: the tracking channel's and the mesh
-    channel's, see `fusion.tsdf.volume`). Returns (pipeline, report dict)."""
+    channel's, see `fusion.tsdf.volume`; features: the classical tracker's keyframe features, see
+    `app.trackers.make_tracker`). Returns (pipeline, report dict)."""
     from app.trackers import make_tracker, resolve_device
     from fusion.errors import InputError
     from fusion.pipeline import FusionConfig, FusionPipeline
@@ -90,7 +95,7 @@ def replay(recording: str, *, tracker: str = "classical", device: str = "auto", 
     cfg = FusionConfig(voxel_size=voxel_size, trunc_voxels=trunc_voxels, mesh_trunc_voxels=mesh_trunc_voxels,
                        processing_size=processing_size, depth_max=depth_max, node_coverage=node_coverage,
                        max_frames=max_frames, device=dev, freeze_sequence_after=1 if sequence else None)
-    est = make_tracker(tracker, dev)
+    est = make_tracker(tracker, dev, features)
     pipe = FusionPipeline(cfg, est)
     t0 = time.perf_counter()
     with open_source(recording) as src:
@@ -106,6 +111,7 @@ def replay(recording: str, *, tracker: str = "classical", device: str = "auto", 
     rep["wall_seconds"] = time.perf_counter() - t0
     rep["recording"] = str(recording)
     rep["ground_truth"] = gt is not None
+    rep["features"] = features
     return pipe, rep
 
 
@@ -157,7 +163,7 @@ def run(args: argparse.Namespace) -> int:
                        voxel_size=args.voxel_size, processing_size=args.processing_size, depth_max=args.depth_max,
                        node_coverage=args.node_coverage, gt_path=args.gt,
                        sequence=args.export_sequence is not None, progress=not args.quiet,
-                       trunc_voxels=args.trunc, mesh_trunc_voxels=args.mesh_trunc)
+                       trunc_voxels=args.trunc, mesh_trunc_voxels=args.mesh_trunc, features=args.features)
     _export(pipe, args, rep)
     print(summary_line(rep))
     write_report(args.report, rep)

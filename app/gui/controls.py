@@ -1,5 +1,5 @@
 """Reconstruction controls: start / stop / reset, tracker, device, voxel size, truncation (tracking and
-mesh), depth range, node coverage, keyframe interval, processing resolution, warped-sequence recording;
+mesh), depth range, node coverage, keyframe interval, keyframe features, processing resolution, warped-sequence recording;
 presets (built-in, or saved to / loaded from TOML or JSON files). The values live in `app.gui.settings.ReconSettings`.
 """
 from __future__ import annotations
@@ -66,6 +66,11 @@ class ReconstructionControls(QtWidgets.QWidget):
         self.keyframe.setRange(1, 10000)
         self.keyframe.setSuffix(" frames")
         self.keyframe.setToolTip("Neural tracker: a new keyframe every this many tracked frames (NNRT: 50)")
+        self.features = QtWidgets.QComboBox()
+        for key, label in (("none", "none"), ("sift", "SIFT"), ("orb", "ORB")):
+            self.features.addItem(label, key)
+        self.features.setToolTip("Classical tracker: match keypoints of the keyframe every frame, against "
+                                 "drift along the surface (helps well-textured subjects; SIFT costs 5-50 ms a frame)")
         self.sequence = QtWidgets.QSpinBox()
         self.sequence.setRange(0, 100000)
         self.sequence.setSpecialValueText("off")
@@ -103,6 +108,7 @@ class ReconstructionControls(QtWidgets.QWidget):
         form.addRow("Depth range", rng)
         form.addRow("Node coverage", self.coverage)
         form.addRow("Keyframe every", self.keyframe)
+        form.addRow("Features", self.features)
         form.addRow("Warped sequence after", self.sequence)
         form.addRow("Memory budget", self.memory)
         presets = QtWidgets.QHBoxLayout()
@@ -119,7 +125,7 @@ class ReconstructionControls(QtWidgets.QWidget):
         lay.addStretch(1)
 
         self._geometry_widgets = (self.tracker, self.device, self.processing, self.voxel, self.trunc, self.mesh_trunc,
-                                  self.depth_min, self.depth_max, self.coverage, self.keyframe, self.sequence,
+                                  self.depth_min, self.depth_max, self.coverage, self.keyframe, self.features, self.sequence,
                                   self.memory, self.preset, self.load_btn)
         self.start_btn.clicked.connect(self._start)
         self.stop_btn.clicked.connect(self.stopRequested)
@@ -144,6 +150,7 @@ class ReconstructionControls(QtWidgets.QWidget):
             mesh_trunc_voxels=self.mesh_trunc.value(),
             depth_min=self.depth_min.value(), depth_max=self.depth_max.value(),
             node_coverage=self.coverage.value() / 100.0, keyframe_interval=self.keyframe.value(),
+            features=self.features.currentData(),
             processing_size=self._processing_size(), sequence_after=self.sequence.value(),
             memory_budget_gb=self.memory.value(),
         )
@@ -171,6 +178,7 @@ class ReconstructionControls(QtWidgets.QWidget):
         self.depth_max.setValue(s.depth_max)
         self.coverage.setValue(100.0 * s.node_coverage)
         self.keyframe.setValue(s.keyframe_interval)
+        self.features.setCurrentIndex(max(0, self.features.findData(s.features)))
         self.sequence.setValue(s.sequence_after)
         self.memory.setValue(s.memory_budget_gb)
         self._tracker_changed()
@@ -210,6 +218,7 @@ class ReconstructionControls(QtWidgets.QWidget):
 
     def _tracker_changed(self) -> None:
         self.keyframe.setEnabled(self.tracker.currentData() == "neural" and not self._locked())
+        self.features.setEnabled(self.tracker.currentData() == "classical" and not self._locked())
 
     def _locked(self) -> bool:
         return self.lock_note.text() != ""

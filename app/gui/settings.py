@@ -48,6 +48,8 @@ class ReconSettings:
     """deformation-graph node coverage radius, metres"""
     keyframe_interval: int = 50
     """neural tracker: a new keyframe every this many tracked frames"""
+    features: str = "none"
+    """classical tracker: sparse keyframe features none | sift | orb (tracker/features.py)"""
     processing_size: tuple[int, int] | None = (320, 240)
     """(width, height) frames are resized to before fusion; None = as delivered"""
     sequence_after: int = 20
@@ -71,6 +73,8 @@ class ReconSettings:
             raise InputError(f"mesh_trunc_voxels must be 0 (off) or at least 1 voxel, got {m!r}")
         if not 0 <= self.depth_min < self.depth_max:
             raise InputError(f"depth range [{self.depth_min}, {self.depth_max}] m is empty")
+        if self.features not in ("none", "sift", "orb"):
+            raise InputError(f"features must be none, sift or orb, got {self.features!r}")
         if self.keyframe_interval < 1 or self.sequence_after < 0:
             raise InputError("keyframe_interval must be >= 1 and sequence_after >= 0")
         if self.processing_size is not None:
@@ -102,7 +106,7 @@ class ReconSettings:
                     kw[k] = (int(v[0]), int(v[1]))
                 else:
                     raise InputError(f"processing_size must be [width, height] or \"native\", got {v!r}")
-            elif k in ("tracker", "device"):
+            elif k in ("tracker", "device", "features"):
                 if not isinstance(v, str):
                     raise InputError(f"{k} must be a string, got {v!r}")
                 kw[k] = v
@@ -232,7 +236,7 @@ def make_estimator(settings: ReconSettings, groundtruth_file: str | Path | None 
     if settings.tracker == "classical":
         from app.trackers import make_tracker  # the CLI's wiring: replay and the app track alike
 
-        return make_tracker("classical")
+        return make_tracker("classical", features=settings.features)
     if settings.tracker == "neural":
         try:
             from tracker.neural import NeuralTracker, NeuralTrackerConfig

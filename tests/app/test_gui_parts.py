@@ -30,7 +30,7 @@ SLOW_WAIT = 300_000
 
 def test_preset_round_trip(tmp_path, ext):
     s = ReconSettings(tracker="none", voxel_size=0.007, depth_max=1.25, node_coverage=0.04, keyframe_interval=12,
-                      processing_size=(640, 480), sequence_after=0, memory_budget_gb=1.5)
+                      processing_size=(640, 480), sequence_after=0, memory_budget_gb=1.5, features="sift")
     p = save_preset(tmp_path / f"p.{ext}", s)
     assert load_preset(p) == s
     s2 = ReconSettings(processing_size=None)
@@ -66,6 +66,15 @@ def test_settings_to_fusion_config():
     assert not ReconSettings(mesh_trunc_voxels=0).fusion_config().volume_config().mesh_channel
     with pytest.raises(InputError, match="mesh_trunc_voxels"):
         ReconSettings(mesh_trunc_voxels=0.5)
+
+
+def test_settings_features_reach_the_classical_tracker():
+    from app.gui.settings import make_estimator
+
+    assert make_estimator(ReconSettings(features="orb")).config.features == "orb"
+    assert make_estimator(ReconSettings()).config.features == "none"
+    with pytest.raises(InputError, match="features"):
+        ReconSettings(features="surf")
 
 
 # ---------------------------------------------------------------------------------------------- captures
@@ -368,9 +377,13 @@ def test_controls_settings_presets_and_availability(qtbot, tmp_path):
     c = ReconstructionControls()
     qtbot.addWidget(c)
     s = ReconSettings(tracker="none", voxel_size=0.005, depth_min=0.2, depth_max=1.5, node_coverage=0.03,
-                      processing_size=(640, 480), sequence_after=5, mesh_trunc_voxels=0.0)
+                      processing_size=(640, 480), sequence_after=5, mesh_trunc_voxels=0.0, features="sift")
     c.set_settings(s)
     assert c.settings() == s
+    assert not c.features.isEnabled()  # features are the classical tracker's
+    c.tracker.setCurrentIndex(c.tracker.findData("classical"))
+    assert c.features.isEnabled()
+    c.set_settings(s)
     c.set_tracker_availability({"classical": (True, ""), "neural": (False, "no trained weights")})
     i = c.tracker.findData("neural")
     assert not c.tracker.model().item(i).isEnabled()

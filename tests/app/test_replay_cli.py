@@ -74,6 +74,17 @@ def test_replay_truncation_options_reach_the_volume(tmp_path: Path, capsys: pyte
     assert "mesh truncation" in err and "Traceback" not in err
 
 
+def test_replay_features_option_reaches_the_tracker(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    rec = str(ASSETS / "sample.db3")
+    args = ["--max-frames", "4", "--processing-size", "160x120"]
+    rep = _replay([rec, *args, "--features", "sift"], tmp_path)
+    assert rep["features"] == "sift" and rep["frames_skipped"] == 0
+    assert _replay([rec, *args], tmp_path)["features"] == "none"
+    assert main(["replay", rec, *args, "--tracker", "neural", "--features", "orb", "--quiet"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "classical tracker" in err and "Traceback" not in err
+
+
 @pytest.mark.parametrize("content", [None, b"", b"not a recording at all" * 10])
 def test_replay_bad_input_is_one_line_and_exit_2(tmp_path: Path, capsys: pytest.CaptureFixture,
                                                  content: bytes | None) -> None:
