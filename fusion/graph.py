@@ -420,11 +420,7 @@ def extend_graph(graph: DeformationGraph, points: np.ndarray, normals: np.ndarra
     max_d = max_edge_factor * graph.radius
     edges = graph_edges_for(nodes, kk, max_d)
     if min_cluster_nodes > 1:
-        labels, sizes = _component_sizes(edges)
-        old_labels = np.unique(labels[:n_old])
-        keep = np.ones(len(nodes), bool)
-        new_lab = labels[n_old:]
-        keep[n_old:] = np.isin(new_lab, old_labels) | (sizes[new_lab] >= min_cluster_nodes)
+        keep = _new_nodes_in_clusters(edges, n_old, min_cluster_nodes)
         if not keep.all():
             nodes = nodes[keep]
             edges = graph_edges_for(nodes, kk, max_d)
@@ -433,10 +429,30 @@ def extend_graph(graph: DeformationGraph, points: np.ndarray, normals: np.ndarra
         return graph, 0
     if graph.edge_mode == "geodesic":
         edges = _merge_geodesic(graph, nodes, pts, kk, max_d)
+        if min_cluster_nodes > 1:
+            # the same check on the geodesic edges: a new node close to the graph in space can still have no
+            # path to it along the surface samples (no edges at all); with nothing to hold it, it flies off
+            keep = _new_nodes_in_clusters(edges, n_old, min_cluster_nodes)
+            if not keep.all():
+                nodes = nodes[keep]
+                n_added = len(nodes) - n_old
+                if n_added == 0:
+                    return graph, 0
+                edges = _merge_geodesic(graph, nodes, pts, kk, max_d)
     lengths = _edge_lengths(nodes, edges)  # edge weights from straight-line lengths after insertion
     new = DeformationGraph(nodes=nodes, edges=edges, radius=graph.radius,
                            edge_weights=edge_weights_for(lengths, edges, graph.radius), edge_mode=graph.edge_mode)
     return new, n_added
+
+
+def _new_nodes_in_clusters(edges: np.ndarray, n_old: int, min_cluster_nodes: int) -> np.ndarray:
+    """bool [N]: old nodes, and new nodes (ids >= n_old) whose connected component (edges int [N,K], -1 =
+    none) holds an old node or at least min_cluster_nodes nodes."""
+    labels, sizes = _component_sizes(edges)
+    keep = np.ones(len(edges), bool)
+    new_lab = labels[n_old:]
+    keep[n_old:] = np.isin(new_lab, np.unique(labels[:n_old])) | (sizes[new_lab] >= min_cluster_nodes)
+    return keep
 
 
 def _merge_geodesic(graph: DeformationGraph, nodes: np.ndarray, pts: np.ndarray, k: int, max_d: float) -> np.ndarray:

@@ -153,6 +153,24 @@ def test_extend_geodesic_graph(rng):
     assert g2.edges.max() < g2.num_nodes
 
 
+def test_extend_geodesic_graph_drops_nodes_with_no_path_to_it(rng):
+    """A small patch 4 cm in front of the sheet: close in space (Euclidean edges would link it) but with no
+    path along the surface samples, so its geodesic edges are empty. Such a node has nothing holding it in
+    the tracker (it flew 45 cm off on a synthetic cylinder); it is dropped like an isolated cluster. A patch
+    big enough for its own cluster is kept, linked within itself."""
+    sheet = _sheet(rng, 4000, 0.3)
+    g = build_graph(sheet, radius=0.05, edge_mode="geodesic")
+    patch = _sheet(rng, 300, 0.04, z=0.04)
+    g2, n = extend_graph(g, np.concatenate([sheet, patch]))
+    assert n == 0 and g2 is g
+    big = _sheet(rng, 6000, 0.25, z=0.04) + np.array([0.0, 0.0, 0.0], np.float32)
+    g3, n3 = extend_graph(g, np.concatenate([sheet, big]))
+    assert n3 >= 3
+    assert (g3.edges >= 0).sum(1).min() > 0  # no node without edges
+    e = g3.edges[g.num_nodes:]
+    assert ((e >= g.num_nodes) | (e < 0)).all()  # its own cluster: no path to the sheet
+
+
 def test_extend_motion_interpolates(rng):
     from scipy.spatial.transform import Rotation
 
