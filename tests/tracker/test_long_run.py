@@ -1,5 +1,5 @@
 """Issue #3: "no divergence over 300 frames" — the classical tracker in the fusion loop over 300 frames of each
-synthetic scene (small images to keep the test short). Divergence means the solution leaving the data: a frame
+synthetic scene at the bench's processing size (320x240). Divergence means the solution leaving the data: a frame
 the loop has to skip, non-finite or exploding node transforms, the tracked surface drifting off the live depth,
 or the canonical volume filling with phantom surface. Accuracy against ground truth is measured by
 `nrstudio bench` (fusion section), not asserted here."""
@@ -15,16 +15,14 @@ from tracker.classical import ClassicalTracker, ClassicalTrackerConfig
 FRAMES = 300
 
 
-HUMANOID_DIVERGES = pytest.mark.xfail(
-    strict=True, reason="known failure (issue #3 open): the classical tracker loses the humanoid's fast-swinging "
-    "arms while they are hidden behind the torso and does not re-localise them when they come out; misaligned depth "
-    "is fused into phantom "
-    "surface and the graph grows from 60 to 285 nodes over 300 frames at 160x120 (66 to 185 at 320x240)")
-
-
-@pytest.mark.parametrize("name", ["cloth", "cylinder", pytest.param("humanoid", marks=HUMANOID_DIVERGES)])
+# The humanoid diverged here until an isolated-node bug was fixed (fusion.graph.extend_graph: a node with no
+# geodesic path to the graph got no edges and flew off): at 160x120 its graph grew from 60 to 285 nodes over
+# 300 frames. It now stays within these bounds (320x240: 66 -> 161 nodes, 98 % of the live depth covered), but
+# it still loses an arm for a while (deformation error 38 mm over the 300 frames, `nrstudio bench`); at
+# 160x120 it passes by a hair (60 -> 237 nodes against a bound of 240), so this test runs at 320x240.
+@pytest.mark.parametrize("name", ["cloth", "cylinder", "humanoid"])
 def test_no_divergence_over_300_frames(name):
-    scene, _ = scene_and_truth(name, FRAMES, 160, 120)
+    scene, _ = scene_and_truth(name, FRAMES, 320, 240)
     cfg = FusionConfig(device="cpu", backend="numba")
     rms: list[float] = []
     pipe = FusionPipeline(cfg, ClassicalTracker(ClassicalTrackerConfig()),
