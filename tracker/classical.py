@@ -125,10 +125,13 @@ class ClassicalTrackerConfig:
       canonical points and matched to the live image every frame, so the matches hold however far the surface
       has slid along itself (needs the keyframe reference: lambda_color > 0, "keyframe" in color_reference).
       feature_match: detection, matching and gating settings; lambda_feature_2d / lambda_feature_depth: the
-      weights of their 2D and depth rows. Off by default: over five draws of each synthetic scene (90 frames,
-      320x240) SIFT features took the cloth's deformation error from 5.3 to 3.4 mm (better on every draw) but
-      the cylinder's from 18.6 to 30.8 and the humanoid's from 24.6 to 27.9 mm, and cost 5-50 ms a frame
-      (docs/dev/tracker_experiments.md, sixth round).
+      weights of their 2D and depth rows; feature_lead_iterations: the photometric term sits out this many
+      first Gauss-Newton iterations when there are feature matches (a slide past its basin of a pixel or two
+      held a textured plane in place against them). Off by default: over five draws of each synthetic scene
+      (90 frames, 320x240) SIFT features took the cloth's deformation error from 5.0 to 3.5 mm (better on
+      every draw) but the cylinder's from 8.8 to 22.8 mm (worse on every draw; features lifted from a later
+      keyframe carry its error) and left the humanoid's at 25.8 (25.6) mm; they cost 5-15 ms a frame on the
+      cylinder and 40-50 ms on the cloth's ~600 keypoints (docs/dev/tracker_experiments.md, sixth round).
     seed: seed of the model sub-sampling.
     """
 
