@@ -329,7 +329,8 @@ class ClassicalTracker:
 
     def estimate_with_correspondences(self, inp: TrackingInput, corr: Correspondences | None) -> TrackingResult:
         """`estimate` plus the NNRT 2D / depth terms over the given correspondences (when not None)."""
-        with limited_threads(self.config.threads), cv2_threads(self.config.threads if (self._flow or self._features) else 0):
+        uses_cv2 = self._flow is not None or self._features is not None
+        with limited_threads(self.config.threads), cv2_threads(self.config.threads if uses_cv2 else 0):
             try:
                 return self._estimate(inp, corr)
             except (np.linalg.LinAlgError, FloatingPointError, RuntimeError) as e:  # numerical failure: skip frame

@@ -190,7 +190,8 @@ def live_matches(key: KeyFeatures, detector: FeatureDetector, gray: np.ndarray, 
 
 
 def lift_to_canonical(x: np.ndarray, canonical: np.ndarray, warped: np.ndarray, anchors: np.ndarray,
-                      weights: np.ndarray, rotations: np.ndarray, max_distance: float = 0.01) -> tuple[np.ndarray, np.ndarray]:
+                      weights: np.ndarray, rotations: np.ndarray,
+                      max_distance: float = 0.01) -> tuple[np.ndarray, np.ndarray]:
     """Canonical positions of points seen in a keyframe, through the inverse of the keyframe's motion.
 
     x float [F,3]: points in the keyframe's camera (metres); canonical / warped float [M,3]: model samples in

@@ -1,6 +1,6 @@
 """Reconstruction controls: start / stop / reset, tracker, device, voxel size, truncation (tracking and
-mesh), depth range, node coverage, keyframe interval, keyframe features, processing resolution, warped-sequence recording;
-presets (built-in, or saved to / loaded from TOML or JSON files). The values live in `app.gui.settings.ReconSettings`.
+mesh), depth range, node coverage, keyframe interval, keyframe features, processing resolution,
+warped-sequence recording; presets (built-in, or saved to / loaded from TOML or JSON files). The values live in `app.gui.settings.ReconSettings`.
 """
 from __future__ import annotations
 
@@ -125,8 +125,8 @@ class ReconstructionControls(QtWidgets.QWidget):
         lay.addStretch(1)
 
         self._geometry_widgets = (self.tracker, self.device, self.processing, self.voxel, self.trunc, self.mesh_trunc,
-                                  self.depth_min, self.depth_max, self.coverage, self.keyframe, self.features, self.sequence,
-                                  self.memory, self.preset, self.load_btn)
+                                  self.depth_min, self.depth_max, self.coverage, self.keyframe, self.features,
+                                  self.sequence, self.memory, self.preset, self.load_btn)
         self.start_btn.clicked.connect(self._start)
         self.stop_btn.clicked.connect(self.stopRequested)
         self.reset_btn.clicked.connect(self.resetRequested)
