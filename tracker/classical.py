@@ -28,7 +28,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 import torch
 
-from fusion.camera import Intrinsics
+from fusion.camera import Intrinsics, backproject, project
 from fusion.graph import GraphMotion
 from fusion.motion import TrackingInput, TrackingResult
 from fusion.warp import warp_normals, warp_points
@@ -39,8 +39,8 @@ from tracker.energy import (ArapEdges, ResidualBlock, WarpParts, arap_term_edges
 from tracker.flow import PRESETS as FLOW_PRESETS
 from tracker.flow import DenseFlow, FlowMatchConfig, cv2_threads, flow_matches, gray_u8
 from tracker.features import DETECTORS as FEATURE_DETECTORS
-from tracker.features import (FeatureConfig, FeatureDetector, KeyFeatures, backproject, depth_at, huber_pixel_weights,
-                              lift_to_canonical, live_matches, project)
+from tracker.features import (FeatureConfig, FeatureDetector, KeyFeatures, depth_at, huber_pixel_weights,
+                              lift_to_canonical, live_matches)
 from tracker.rigid import LiveGeometry, huber_confidence, rigid_icp
 from tracker.solver import SolverConfig, lm_step
 
@@ -792,7 +792,7 @@ class ClassicalTracker:
         error at the estimate (rot, tr)."""
         cfg = self.config
         fp, fa, fw, fuv, fz = feats
-        puv = project(warp_parts(fp, fa, fw, nodes, rot, tr).warped.numpy(), k)
+        puv = project(warp_parts(fp, fa, fw, nodes, rot, tr).warped.numpy(), k)[0]
         w = torch.from_numpy(np.sqrt(huber_pixel_weights(puv, fuv.numpy(), cfg.feature_match.huber_px)))
 
         def two_d(r, t, jac):

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from fusion.camera import Intrinsics
+from fusion.camera import Intrinsics, project
 
 DETECTORS = ("sift", "orb")
 
@@ -126,21 +126,6 @@ def depth_at(depth: np.ndarray, uv: np.ndarray, depth_jump: float) -> np.ndarray
     return out
 
 
-def backproject(uv: np.ndarray, z: np.ndarray, k: Intrinsics) -> np.ndarray:
-    """Camera-frame points float64 [F,3] (metres) of pixels uv [F,2] at depths z [F] (metres)."""
-    uv = np.asarray(uv, np.float64)
-    z = np.asarray(z, np.float64)
-    return np.stack([(uv[:, 0] - k.cx) * z / k.fx, (uv[:, 1] - k.cy) * z / k.fy, z], 1)
-
-
-def project(points: np.ndarray, k: Intrinsics) -> np.ndarray:
-    """Pixel positions float64 [M,2] of camera-frame points [M,3] (metres); NaN for points at z <= 1 mm."""
-    p = np.asarray(points, np.float64)
-    z = p[:, 2]
-    zs = np.where(z > 1e-3, z, np.nan)
-    return np.stack([k.fx * p[:, 0] / zs + k.cx, k.fy * p[:, 1] / zs + k.cy], 1)
-
-
 @dataclass
 class KeyFeatures:
     """A keyframe's features lifted to the canonical frame: points float64 [F,3] (metres), descriptors [F,D],
@@ -182,7 +167,7 @@ def live_matches(key: KeyFeatures, detector: FeatureDetector, gray: np.ndarray, 
         return empty
     tuv = luv[li].astype(np.float64)
     tz = depth_at(np.asarray(depth), tuv, config.depth_jump)
-    puv = project(predicted[ki], k)
+    puv = project(predicted[ki], k)[0]
     with np.errstate(invalid="ignore"):
         ok = (tz > 0) & (np.linalg.norm(puv - tuv, axis=1) < config.gate_px)
         ok &= np.abs(predicted[ki, 2] - tz) < config.max_depth_change

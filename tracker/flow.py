@@ -22,6 +22,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from fusion.camera import Intrinsics
+from tracker.features import depth_at
 
 PRESETS = ("ultrafast", "fast", "medium")
 
@@ -154,11 +155,9 @@ def flow_matches(prev_points: np.ndarray, prev_depth: np.ndarray, prev_k: Intrin
     tu = np.round(tgt[:, 0]).astype(np.int64)
     tv = np.round(tgt[:, 1]).astype(np.int64)
     ins = (tu >= 1) & (tu < w - 1) & (tv >= 1) & (tv < h - 1)
-    rows, src, tgt, tu, tv = rows[ins], src[ins], tgt[ins], tu[ins], tv[ins]
-    td = live_depth[tv, tu]
-    nb = np.stack([live_depth[tv - 1, tu], live_depth[tv + 1, tu], live_depth[tv, tu - 1], live_depth[tv, tu + 1]], 1)
-    good = (td > 0) & np.all(np.abs(nb - td[:, None]) < config.depth_jump, axis=1)
-    good &= np.abs(td - z[rows]) < config.max_depth_change
+    rows, src, tgt = rows[ins], src[ins], tgt[ins]
+    td = depth_at(live_depth, tgt, config.depth_jump)
+    good = (td > 0) & (np.abs(td - z[rows]) < config.max_depth_change)
     wgt = np.ones(len(rows))
     if backward is not None:
         back = tgt + sample_flow(backward, tgt)
