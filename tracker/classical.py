@@ -130,7 +130,8 @@ class ClassicalTrackerConfig:
       held a textured plane in place against them). Off by default: over five draws of each synthetic scene
       (90 frames, 320x240) SIFT features took the cloth's deformation error from 5.0 to 3.5 mm (better on
       every draw) but the cylinder's from 8.8 to 22.8 mm (worse on every draw; features lifted from a later
-      keyframe carry its error) and left the humanoid's at 25.8 (25.6) mm; they cost 5-15 ms a frame on the
+      keyframe carry its error) and moved the humanoid's from 25.6 to 24.7 mm (three draws better, two
+      worse); `bench/scene_sweep.py --config '{"features": "sift"}' --compare`. They cost 5-15 ms a frame on the
       cylinder and 40-50 ms on the cloth's ~600 keypoints (docs/dev/tracker_experiments.md, sixth round).
     seed: seed of the model sub-sampling.
     """
