@@ -5,6 +5,7 @@ import importlib.util
 
 from fusion.device import resolve_device  # noqa: F401  (the CLI's device check; app.commands.replay uses it)
 from fusion.errors import InputError, NotAvailableError
+from tracker.features import DETECTORS
 
 TRACKERS = ("classical", "neural")
 
@@ -14,7 +15,8 @@ def neural_available() -> bool:
     return importlib.util.find_spec("tracker.neural") is not None
 
 
-FEATURES = ("none", "sift", "orb")
+#: the classical tracker's keyframe-feature choices (`ClassicalTrackerConfig.features`)
+FEATURES = ("none", *DETECTORS)
 
 
 def make_tracker(name: str, device: str = "cpu", features: str = "none"):

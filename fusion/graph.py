@@ -226,9 +226,10 @@ def edge_weights_for(lengths: np.ndarray, edges: np.ndarray, radius: float) -> n
     return np.where(edges >= 0, w, 0.0).astype(np.float32)
 
 
-def _geodesic_edges(points: np.ndarray, nodes: np.ndarray, k: int, radius: float,
-                    max_distance: float) -> tuple[np.ndarray, np.ndarray]:
-    """K nearest nodes by shortest path over a neighbourhood graph of the surface samples."""
+def _geodesic_edges(points: np.ndarray, nodes: np.ndarray, k: int, radius: float, max_distance: float,
+                    sources: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """K nearest nodes by shortest path over a neighbourhood graph of the surface samples, for the nodes
+    `sources` (int ids; None: all); the other rows stay empty (-1 / inf)."""
     from scipy.sparse.csgraph import dijkstra
 
     # sub-sample the surface at radius/4 so that the geodesic graph stays small
@@ -241,8 +242,9 @@ def _geodesic_edges(points: np.ndarray, nodes: np.ndarray, k: int, radius: float
     n = len(nodes)
     edges = np.full((n, k), -1, np.int32)
     lengths = np.full((n, k), np.inf, np.float32)
-    for s in range(0, n, 256):
-        ids = np.arange(s, min(n, s + 256))
+    src = np.arange(n) if sources is None else np.asarray(sources, np.int64)
+    for s in range(0, len(src), 256):
+        ids = src[s:s + 256]
         d = dijkstra(adj, directed=False, indices=ids, limit=max_distance)[:, :n]  # node i is surf row i
         d[np.arange(len(ids)), ids] = np.inf
         order = np.argsort(d, axis=1)[:, :k]
@@ -418,27 +420,23 @@ def extend_graph(graph: DeformationGraph, points: np.ndarray, normals: np.ndarra
     n_old = graph.num_nodes
     nodes = np.concatenate([graph.nodes, unc[new_ids]]).astype(np.float32)
     max_d = max_edge_factor * graph.radius
-    edges = graph_edges_for(nodes, kk, max_d)
+
+    def edges_of(nd: np.ndarray) -> np.ndarray:
+        if graph.edge_mode == "geodesic":
+            return _merge_geodesic(graph, nd, pts, kk, max_d)
+        return graph_edges_for(nd, kk, max_d)
+
+    edges = edges_of(nodes)
     if min_cluster_nodes > 1:
+        # checked on the graph's own edges: a geodesic graph can give a node close to the graph in space no
+        # path to it along the surface samples, i.e. no edges at all; with nothing to hold it, it flies off
         keep = _new_nodes_in_clusters(edges, n_old, min_cluster_nodes)
         if not keep.all():
             nodes = nodes[keep]
-            edges = graph_edges_for(nodes, kk, max_d)
+            if len(nodes) == n_old:
+                return graph, 0
+            edges = edges_of(nodes)
     n_added = len(nodes) - n_old
-    if n_added == 0:
-        return graph, 0
-    if graph.edge_mode == "geodesic":
-        edges = _merge_geodesic(graph, nodes, pts, kk, max_d)
-        if min_cluster_nodes > 1:
-            # the same check on the geodesic edges: a new node close to the graph in space can still have no
-            # path to it along the surface samples (no edges at all); with nothing to hold it, it flies off
-            keep = _new_nodes_in_clusters(edges, n_old, min_cluster_nodes)
-            if not keep.all():
-                nodes = nodes[keep]
-                n_added = len(nodes) - n_old
-                if n_added == 0:
-                    return graph, 0
-                edges = _merge_geodesic(graph, nodes, pts, kk, max_d)
     lengths = _edge_lengths(nodes, edges)  # edge weights from straight-line lengths after insertion
     new = DeformationGraph(nodes=nodes, edges=edges, radius=graph.radius,
                            edge_weights=edge_weights_for(lengths, edges, graph.radius), edge_mode=graph.edge_mode)
@@ -459,7 +457,7 @@ def _merge_geodesic(graph: DeformationGraph, nodes: np.ndarray, pts: np.ndarray,
     """Old nodes keep their edges; new nodes get geodesic edges over `pts`; links are made symmetric."""
     n_old = graph.num_nodes
     n = len(nodes)
-    e_all, l_all = _geodesic_edges(pts, nodes, k, graph.radius, max_d)
+    e_all, _ = _geodesic_edges(pts, nodes, k, graph.radius, max_d, sources=np.arange(n_old, n))
     edges = np.full((n, k), -1, np.int32)
     edges[:n_old, : graph.edges.shape[1]] = graph.edges[:, :k]
     edges[n_old:] = e_all[n_old:]

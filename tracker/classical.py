@@ -617,7 +617,8 @@ class ClassicalTracker:
         lpt = torch.from_numpy(live.flat_points)
         lnt = torch.from_numpy(live.flat_normals)
         extra = self._correspondence_terms(inp, corr, k)
-        gray = gray_u8(np.asarray(frame.color)) if self._flow is not None else None
+        # the live grey image, once per frame, for the flow and the features
+        gray = gray_u8(np.asarray(frame.color)) if (self._flow is not None or self._features is not None) else None
 
         def flow_terms(r: torch.Tensor, t: torch.Tensor) -> list:
             """The flow correspondence terms at the estimate (r, t) (model reference) or from the previous
@@ -632,7 +633,7 @@ class ClassicalTracker:
             return out
 
         fextra = flow_terms(rot, tr) if self._flow is not None else []
-        feats = self._feature_matches(inp, p, an, aw, nodes, rot, tr, stats) if self._features is not None else None
+        feats = None if self._features is None else self._feature_matches(inp, gray, p, an, aw, nodes, rot, tr, stats)
         history = []
         last_match = None
         n_corr = 0
@@ -727,8 +728,8 @@ class ClassicalTracker:
                 self._key = (live_i, np.asarray(frame.depth), k, rot.numpy().copy(), tr.numpy().copy(), int(frame.index))
                 stats["new_keyframe"] = int(frame.index)
                 if self._features is not None:
-                    self._key_gray = (gray_u8(np.asarray(frame.color)), int(frame.index))
-        if gray is not None:
+                    self._key_gray = (gray, int(frame.index))
+        if self._flow is not None:
             self._prev_gray = (gray, np.asarray(frame.depth), k)
         motion = GraphMotion(rot.numpy().astype(np.float32), tr.numpy().astype(np.float32),
                              meta={"tracker": self.name, "frame": int(frame.index)})
@@ -761,9 +762,9 @@ class ClassicalTracker:
         self._key_features = KeyFeatures(np.asarray(pc, np.float64), desc, int(key[5]))
         return self._key_features
 
-    def _feature_matches(self, inp: TrackingInput, p: torch.Tensor, an: torch.Tensor, aw: torch.Tensor,
-                         nodes: torch.Tensor, rot: torch.Tensor, tr: torch.Tensor, stats: dict) -> tuple | None:
-        """Keyframe feature matches of the live frame, gated at the estimate (rot, tr): (canonical points
+    def _feature_matches(self, inp: TrackingInput, gray: np.ndarray, p: torch.Tensor, an: torch.Tensor,
+                         aw: torch.Tensor, nodes: torch.Tensor, rot: torch.Tensor, tr: torch.Tensor, stats: dict) -> tuple | None:
+        """Keyframe feature matches of the live frame (its grey image gray uint8 [H,W]), gated at the estimate (rot, tr): (canonical points
         [C,3], anchors [C,4], weights [C,4], live pixels [C,2], live depths [C]) as float64 / int64 tensors,
         or None; counts them in stats["feature_matches"] and the time in stats["feature_ms"]."""
         from fusion.graph import skinning
@@ -779,7 +780,7 @@ class ClassicalTracker:
             pred[~(anc >= 0).any(1)] = (0.0, 0.0, -1.0)  # unanchored: never within the gate
             frame = inp.frame
             mask = frame.mask if (self.config.use_mask and frame.mask is not None) else None
-            m = live_matches(kf, self._features, gray_u8(np.asarray(frame.color)), np.asarray(frame.depth), mask,
+            m = live_matches(kf, self._features, gray, np.asarray(frame.depth), mask,
                              pred, frame.intrinsics, self.config.feature_match)
             stats["feature_matches"] = int(len(m.rows))
             if len(m.rows):

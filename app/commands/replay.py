@@ -28,10 +28,12 @@ def _size(text: str) -> tuple[int, int]:
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     """Arguments of `nrstudio replay`."""
+    from app.trackers import FEATURES
+
     p.add_argument("recording", help="recording (.bag/.db3), image folder, or synthetic:NAME")
     p.add_argument("--tracker", choices=["classical", "neural"], default="classical")
     p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
-    p.add_argument("--features", choices=["none", "sift", "orb"], default="none",
+    p.add_argument("--features", choices=FEATURES, default="none",
                    help="classical tracker: sparse keyframe feature matches against tangential drift "
                         "(helps well-textured surfaces; off by default, see docs/dev/tracker_experiments.md)")
     p.add_argument("--max-frames", type=int, default=None)

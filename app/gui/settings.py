@@ -73,8 +73,10 @@ class ReconSettings:
             raise InputError(f"mesh_trunc_voxels must be 0 (off) or at least 1 voxel, got {m!r}")
         if not 0 <= self.depth_min < self.depth_max:
             raise InputError(f"depth range [{self.depth_min}, {self.depth_max}] m is empty")
-        if self.features not in ("none", "sift", "orb"):
-            raise InputError(f"features must be none, sift or orb, got {self.features!r}")
+        from app.trackers import FEATURES
+
+        if self.features not in FEATURES:
+            raise InputError(f"features must be one of {', '.join(FEATURES)}, got {self.features!r}")
         if self.keyframe_interval < 1 or self.sequence_after < 0:
             raise InputError("keyframe_interval must be >= 1 and sequence_after >= 0")
         if self.processing_size is not None:
