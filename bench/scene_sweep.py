@@ -6,8 +6,14 @@ with 1 cm voxels (`fusion.bench_fusion.scene_run`, as `nrstudio bench` does), tr
 `ClassicalTracker(ClassicalTrackerConfig(**CONFIG))`, once per motion seed. Prints deformation / geometry /
 visible-deformation errors (mm) per seed and their means, beside the defaults' when --compare is given.
 
+--motion sets what moves the model instead of the plain tracker, to see how far each part of the problem
+is from the targets: "oracle" (`fusion.pipeline.GroundTruthMotion`: the graph fit to the true surface, no
+tracker at all), "perfect-visible" / "perfect-all" (`tracker.oracle.PerfectCorrespondenceTracker`: the
+configured tracker given the exact live position of every model sample the frame sees / of every sample).
+
     .venv/bin/python bench/scene_sweep.py --config '{"features": "sift"}' --compare
     .venv/bin/python bench/scene_sweep.py --config '{"arap_huber": 0.01}' --scenes humanoid --seeds 0-4
+    .venv/bin/python bench/scene_sweep.py --motion perfect-visible --scenes humanoid --compare
 
 Nested settings (`feature_match`, `flow_match`) are given as JSON objects.
 """
@@ -22,6 +28,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 KEYS = ("deformation_error_mm", "geometry_error_mm", "deformation_error_visible_mm")
+MOTIONS = ("tracker", "oracle", "perfect-visible", "perfect-all")
 
 
 def tracker_config(spec: dict[str, Any]):
@@ -44,14 +51,33 @@ def tracker_config(spec: dict[str, Any]):
     return ClassicalTrackerConfig(**kw)
 
 
-def sweep(spec: dict[str, Any], scenes: list[str], seeds: list[int], frames: int = 90) -> dict[str, list[dict]]:
-    """{scene: [scene_run result per seed]} for the tracker configuration `spec`."""
-    from fusion.bench_fusion import scene_run
+def estimator_factory(spec: dict[str, Any], motion: str = "tracker"):
+    """make_estimator(gt) for `fusion.bench_fusion.scene_run`: the classical tracker configured by `spec`, the
+    ground-truth motion ("oracle") or the tracker with perfect correspondences ("perfect-visible" /
+    "perfect-all"); ValueError on an unknown motion."""
+    from fusion.pipeline import GroundTruthMotion
     from tracker.classical import ClassicalTracker
+    from tracker.oracle import PerfectCorrespondenceTracker
 
     cfg = tracker_config(spec)
-    return {name: [scene_run(name, frames, lambda gt: ClassicalTracker(cfg), seed=s) for s in seeds]
-            for name in scenes}
+    if motion == "tracker":
+        return lambda gt: ClassicalTracker(cfg)
+    if motion == "oracle":
+        return lambda gt: GroundTruthMotion(gt)
+    if motion in ("perfect-visible", "perfect-all"):
+        mode = motion.split("-", 1)[1]
+        return lambda gt: PerfectCorrespondenceTracker(gt, cfg, mode=mode)
+    raise ValueError(f"--motion must be one of {', '.join(MOTIONS)}, got {motion!r}")
+
+
+def sweep(spec: dict[str, Any], scenes: list[str], seeds: list[int], frames: int = 90,
+          motion: str = "tracker") -> dict[str, list[dict]]:
+    """{scene: [scene_run result per seed]} for the tracker configuration `spec` (and `motion`, see
+    `estimator_factory`)."""
+    from fusion.bench_fusion import scene_run
+
+    make = estimator_factory(spec, motion)
+    return {name: [scene_run(name, frames, make, seed=s) for s in seeds] for name in scenes}
 
 
 def _seeds(text: str) -> list[int]:
@@ -66,7 +92,7 @@ def _row(label: str, runs: list[dict], key: str) -> str:
     cells = " / ".join("-" if v is None else f"{v:.2f}" for v in vals)
     ok = [v for v in vals if v is not None]
     mean = f"{sum(ok) / len(ok):.2f}" if ok else "-"
-    return f"  {label:<9} {key:<30} {cells}  (mean {mean})"
+    return f"  {label:<15} {key:<30} {cells}  (mean {mean})"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -76,7 +102,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--scenes", default="cloth,cylinder,humanoid")
     ap.add_argument("--seeds", default="0-4", help="motion seeds: 0-4 or 0,2,3")
     ap.add_argument("--frames", type=int, default=90)
-    ap.add_argument("--compare", action="store_true", help="also run the defaults")
+    ap.add_argument("--motion", default="tracker", choices=MOTIONS,
+                    help="what moves the model: the tracker, the ground truth, or the tracker given perfect "
+                         "correspondences for the samples the frame sees / for all samples")
+    ap.add_argument("--compare", action="store_true", help="also run the plain tracker with default settings")
     args = ap.parse_args(argv)
     try:
         spec = json.loads(args.config)
@@ -88,13 +117,13 @@ def main(argv: list[str] | None = None) -> int:
         print(f"scene_sweep: {e}", file=sys.stderr)
         return 2
     scenes = [s for s in args.scenes.split(",") if s]
-    runs = sweep(spec, scenes, seeds, args.frames)
+    runs = sweep(spec, scenes, seeds, args.frames, args.motion)
     base = sweep({}, scenes, seeds, args.frames) if args.compare else None
-    print(f"config {json.dumps(spec)}, seeds {seeds}, {args.frames} frames at 320x240")
+    print(f"config {json.dumps(spec)}, motion {args.motion}, seeds {seeds}, {args.frames} frames at 320x240")
     for name in scenes:
         print(name)
         for key in KEYS:
-            print(_row("config", runs[name], key))
+            print(_row("config" if args.motion == "tracker" else args.motion, runs[name], key))
             if base is not None:
                 print(_row("defaults", base[name], key))
     return 0

@@ -496,32 +496,47 @@ class FusionPipeline:
             out["geometry_error_mm"] = 1e3 * sym
             out["geometry_accuracy_mm"] = 1e3 * acc
             out["geometry_completeness_mm"] = 1e3 * comp
-        if self.graph.num_nodes:
-            from fusion.tsdf.volume import default_skinning
-            from fusion.warp import warp_points
-
-            pts = v0[seen].astype(np.float32)
-            a, w = default_skinning(pts, self.graph)
-            cov = a[:, 0] >= 0
-            errs, errs_vis = [], []
-            for idx, (vis, vt) in sorted(self._gt_vis.items()):
-                if idx == first or idx not in self.motions:
-                    continue
-                m = self.motions[idx]
-                n = m.num_nodes
-                ok = cov & np.all(a < n, axis=1)
-                if not ok.any():
-                    continue
-                moved = warp_points(pts[ok], a[ok], w[ok], self.graph.nodes[:n], m.rotations, m.translations)
-                e = np.linalg.norm(moved - vt[seen][ok], axis=1)
-                errs.append(e)
-                errs_vis.append(e[vis[seen][ok]])
-            if errs:
-                out["deformation_error_mm"] = 1e3 * float(np.concatenate(errs).mean())
-                out["deformation_coverage"] = float(cov.mean())
-                ev = np.concatenate(errs_vis)
-                out["deformation_error_visible_mm"] = 1e3 * float(ev.mean()) if len(ev) else None
+        per_frame, coverage = self._deformation_terms(gt)
+        if per_frame:
+            out["deformation_error_mm"] = 1e3 * float(np.concatenate([e for _, e, _ in per_frame]).mean())
+            out["deformation_coverage"] = coverage
+            ev = np.concatenate([e[vis] for _, e, vis in per_frame])
+            out["deformation_error_visible_mm"] = 1e3 * float(ev.mean()) if len(ev) else None
         return out
+
+    def deformation_errors(self, gt: GroundTruth) -> list[tuple[int, np.ndarray, np.ndarray]]:
+        """Per fused frame after the first (sorted by source index): (index, errors float [V'] metres, visible
+        bool [V']) of the true canonical vertices some fused frame observed and the graph covers, warped by
+        that frame's estimated motion against their true positions (the terms of `evaluate`'s
+        deformation errors; visible: the frame sees the vertex). Empty without a graph or observations."""
+        return self._deformation_terms(gt)[0]
+
+    def _deformation_terms(self, gt: GroundTruth) -> tuple[list[tuple[int, np.ndarray, np.ndarray]], float | None]:
+        """(`deformation_errors`, fraction of the observed true vertices the graph covers or None)."""
+        if not self._gt_vis or not self.graph.num_nodes:
+            return [], None
+        from fusion.tsdf.volume import default_skinning
+        from fusion.warp import warp_points
+
+        first = min(self._gt_vis)
+        seen = np.zeros(len(gt.vertices[first]), bool)
+        for vis, _ in self._gt_vis.values():
+            seen |= vis
+        pts = gt.vertices[first][seen].astype(np.float32)
+        a, w = default_skinning(pts, self.graph)
+        cov = a[:, 0] >= 0
+        out = []
+        for idx, (vis, vt) in sorted(self._gt_vis.items()):
+            if idx == first or idx not in self.motions:
+                continue
+            m = self.motions[idx]
+            n = m.num_nodes
+            ok = cov & np.all(a < n, axis=1)
+            if not ok.any():
+                continue
+            moved = warp_points(pts[ok], a[ok], w[ok], self.graph.nodes[:n], m.rotations, m.translations)
+            out.append((idx, np.linalg.norm(moved - vt[seen][ok], axis=1), vis[seen][ok]))
+        return out, float(cov.mean())
 
     # ------------------------------------------------------------------ report
 

@@ -26,6 +26,19 @@ def test_short_sweep_prints_per_seed_figures_and_means(sweep_mod, capsys):
     assert len(row.split("(mean")[0].split(" / ")) == 2  # one figure per seed
 
 
+def test_ground_truth_and_perfect_correspondence_runs(sweep_mod, capsys):
+    """--motion oracle / perfect-visible run the same scenes with the ground-truth motion or the tracker given
+    exact correspondences; both track a short run closer than the plain tracker's worst case allows."""
+    for motion in ("oracle", "perfect-visible"):
+        assert sweep_mod.main(["--motion", motion, "--scenes", "cylinder", "--seeds", "0", "--frames", "4"]) == 0
+        out = capsys.readouterr().out
+        assert f"motion {motion}" in out
+        row = next(line for line in out.splitlines() if "deformation_error_mm " in line)
+        assert row.split()[0] == motion and float(row.split("(mean ")[1].rstrip(")")) < 5.0
+    with pytest.raises(ValueError, match="motion"):
+        sweep_mod.estimator_factory({}, "psychic")
+
+
 def test_bad_config_is_one_line_and_exit_2(sweep_mod, capsys):
     assert sweep_mod.main(["--config", '{"lambda_icpp": 1}']) == 2
     assert sweep_mod.main(["--config", "[1, 2]"]) == 2
@@ -33,3 +46,37 @@ def test_bad_config_is_one_line_and_exit_2(sweep_mod, capsys):
     assert len(err) == 2 and "lambda_icpp" in err[0] and "Traceback" not in "".join(err)
     cfg = sweep_mod.tracker_config({"features": "sift", "feature_match": {"gate_px": 5.0}})
     assert cfg.features == "sift" and cfg.feature_match.gate_px == 5.0
+
+
+PER_FRAME = Path(__file__).resolve().parents[2] / "bench" / "per_frame_error.py"
+
+
+@pytest.fixture(scope="module")
+def per_frame_mod():
+    spec = importlib.util.spec_from_file_location("per_frame_error", PER_FRAME)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_per_frame_error_table_json_and_plot(per_frame_mod, tmp_path, capsys):
+    """bench/per_frame_error.py: one row per fused frame and motion; the mean of the per-frame terms is the
+    replay report's deformation error; the plot is a PNG."""
+    import json
+
+    out_json, png = tmp_path / "f.json", tmp_path / "f.png"
+    assert per_frame_mod.main(["--scene", "cylinder", "--frames", "5", "--motions", "tracker,oracle", "--every", "1",
+                               "--json", str(out_json), "--plot", str(png)]) == 0
+    text = capsys.readouterr().out
+    curves = json.loads(out_json.read_text())
+    assert set(curves) == {"tracker", "oracle"} and [r["frame"] for r in curves["oracle"]] == [1, 2, 3, 4]
+    assert all(r["p95_mm"] >= r["mean_mm"] >= 0 for rows in curves.values() for r in rows)
+    assert len([line for line in text.splitlines() if line.strip()[:1].isdigit()]) == 4
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_per_frame_error_bad_arguments(per_frame_mod, capsys):
+    assert per_frame_mod.main(["--motions", "tracker,psychic"]) == 2
+    assert per_frame_mod.main(["--frames", "1"]) == 2
+    err = capsys.readouterr().err
+    assert "psychic" in err and "Traceback" not in err

@@ -153,6 +153,13 @@ def test_visible_deformation_error_counts_only_what_each_frame_sees():
     assert abs(both["deformation_error_visible_mm"] - both["deformation_error_mm"]) < 1e-6
     # as measured, the frames do not see every vertex, and the two means differ
     assert rep["deformation_error_visible_mm"] != pytest.approx(rep["deformation_error_mm"], abs=1e-3)
+    # the per-frame terms (bench/per_frame_error.py) are those of the two means; the frozen error grows
+    pipe._gt_vis = saved
+    terms = pipe.deformation_errors(gt)
+    assert [i for i, _, _ in terms] == [f.index for f in frames[1:]]
+    assert 1e3 * np.concatenate([e for _, e, _ in terms]).mean() == pytest.approx(rep["deformation_error_mm"], rel=1e-9)
+    assert 1e3 * np.concatenate([e[v] for _, e, v in terms]).mean() == pytest.approx(rep["deformation_error_visible_mm"], rel=1e-9)
+    assert terms[-1][1].mean() > terms[0][1].mean()
 
 
 def test_narrow_band_mesh_channel_fuses_close_surfaces_more_accurately():
