@@ -101,13 +101,12 @@ class PerfectCorrespondenceTracker(ClassicalTracker):
         ok = (np.linalg.norm(closest - pts, axis=1) <= self.max_offset) & (z > 1e-6)
         ok &= inp.model_anchors[:, 0] >= 0
         if self.mode == "visible":
-            ui, vi = np.round(u).astype(np.int64, copy=False), np.round(v).astype(np.int64, copy=False)
-            inside = ok & (ui >= 0) & (ui < k.width) & (vi >= 0) & (vi < k.height)
-            seen = np.zeros(len(pts), bool)
-            rows = np.flatnonzero(inside)
-            depth = np.asarray(inp.frame.depth)
-            seen[rows] = np.abs(depth[vi[rows], ui[rows]] - z[rows]) < self.visible_tolerance
-            ok = seen
+            rows = np.flatnonzero(ok)
+            ui, vi = np.round(u[rows]).astype(np.int64), np.round(v[rows]).astype(np.int64)
+            inside = (ui >= 0) & (ui < k.width) & (vi >= 0) & (vi < k.height)
+            rows, ui, vi = rows[inside], ui[inside], vi[inside]
+            ok = np.zeros(len(pts), bool)
+            ok[rows] = np.abs(np.asarray(inp.frame.depth)[vi, ui] - z[rows]) < self.visible_tolerance
         ids = np.flatnonzero(ok)
         return Correspondences(ids, np.c_[u, v][ids], z[ids], np.ones(len(ids)))
 

@@ -1,4 +1,5 @@
-"""bench/scene_sweep.py: the five-draw harness of the tracker experiments (a short run, and bad input)."""
+"""bench/scene_sweep.py (the five-draw harness of the tracker experiments) and bench/per_frame_error.py: short
+runs, and bad input."""
 from __future__ import annotations
 
 import importlib.util
@@ -6,15 +7,19 @@ from pathlib import Path
 
 import pytest
 
-SCRIPT = Path(__file__).resolve().parents[2] / "bench" / "scene_sweep.py"
+BENCH = Path(__file__).resolve().parents[2] / "bench"
+
+
+def _load(name: str):
+    spec = importlib.util.spec_from_file_location(name, BENCH / f"{name}.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
 
 
 @pytest.fixture(scope="module")
 def sweep_mod():
-    spec = importlib.util.spec_from_file_location("scene_sweep", SCRIPT)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return _load("scene_sweep")
 
 
 def test_short_sweep_prints_per_seed_figures_and_means(sweep_mod, capsys):
@@ -48,15 +53,9 @@ def test_bad_config_is_one_line_and_exit_2(sweep_mod, capsys):
     assert cfg.features == "sift" and cfg.feature_match.gate_px == 5.0
 
 
-PER_FRAME = Path(__file__).resolve().parents[2] / "bench" / "per_frame_error.py"
-
-
 @pytest.fixture(scope="module")
 def per_frame_mod():
-    spec = importlib.util.spec_from_file_location("per_frame_error", PER_FRAME)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return _load("per_frame_error")
 
 
 def test_per_frame_error_table_json_and_plot(per_frame_mod, tmp_path, capsys):
