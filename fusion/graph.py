@@ -60,6 +60,10 @@ class DeformationGraph:
         """Number of valid (directed) edges."""
         return int((self.edges >= 0).sum())
 
+    def __getstate__(self) -> dict:
+        """Pickled without cached lookup tables (attributes starting with "_", e.g. skinning's hop table)."""
+        return {k: v for k, v in self.__dict__.items() if not k.startswith("_")}
+
 
 @dataclass
 class GraphMotion:
@@ -344,7 +348,7 @@ def skinning(points: np.ndarray, graph: DeformationGraph, k: int = 4, reach: flo
     idx = np.asarray(idx).reshape(m, kk)
     valid = np.isfinite(d) & (idx < n)
     if max_hops is not None and kk > 1 and (graph.edges >= 0).any():
-        near = _hop_matrix(graph, max_hops)
+        near = _hop_lookup(graph, max_hops)
         first = np.where(valid[:, 0], idx[:, 0], 0)
         for c in range(1, kk):
             ok = valid[:, c]
@@ -360,6 +364,24 @@ def skinning(points: np.ndarray, graph: DeformationGraph, k: int = 4, reach: flo
     anchors[:, :kk] = np.take_along_axis(a, order, 1)
     weights[:, :kk] = np.take_along_axis(w, order, 1)
     return anchors, weights
+
+
+DENSE_HOPS_MAX_NODES = 4096  # up to this many nodes the hop table is a dense bool array (16 MB at most)
+
+
+def _hop_lookup(graph: DeformationGraph, hops: int):
+    """`_hop_matrix` as a table indexable by (node rows, node cols): a dense bool array [N, N] for graphs of up
+    to DENSE_HOPS_MAX_NODES nodes (scipy's sparse fancy indexing cost more than the rest of `skinning`),
+    else the CSR matrix. Cached on the graph object (skinning runs several times per frame on one graph);
+    the cache is dropped when the graph's edges change."""
+    cached = graph.__dict__.get("_hop_cache")
+    if cached is not None and cached[0] == hops and np.array_equal(cached[1], graph.edges):
+        return cached[2]
+    near = _hop_matrix(graph, hops)
+    if graph.num_nodes <= DENSE_HOPS_MAX_NODES:
+        near = near.toarray() > 0
+    graph.__dict__["_hop_cache"] = (hops, np.array(graph.edges, copy=True), near)
+    return near
 
 
 def _hop_matrix(graph: DeformationGraph, hops: int):

@@ -122,6 +122,36 @@ def test_skinning_weights_sum_to_one_and_are_local(rng):
     assert (a2 == -1).all() and (w2 == 0).all()
 
 
+def test_skinning_hop_table_is_cached_per_graph_and_follows_edge_changes(rng):
+    """The hop test's table is built once per graph (dense or sparse, the same anchors) and rebuilt when the
+    graph's edges change; a pickled graph leaves the cache behind."""
+    import pickle
+
+    import fusion.graph as graph_mod
+
+    pts = _sphere(rng)
+    g = build_graph(pts, radius=0.05)
+    a, w = skinning(pts, g)
+    assert "_hop_cache" in g.__dict__
+    a2, w2 = skinning(pts, g)  # from the cache
+    assert np.array_equal(a, a2) and np.array_equal(w, w2)
+    small = graph_mod.DENSE_HOPS_MAX_NODES
+    try:  # the sparse table of large graphs gives the same anchors
+        graph_mod.DENSE_HOPS_MAX_NODES = 0
+        g_sparse = DeformationGraph(g.nodes, g.edges.copy(), g.radius)
+        a3, w3 = skinning(pts, g_sparse)
+    finally:
+        graph_mod.DENSE_HOPS_MAX_NODES = small
+    assert not isinstance(g_sparse.__dict__["_hop_cache"][2], np.ndarray)
+    assert np.array_equal(a, a3) and np.array_equal(w, w3)
+    # cut the edges of every other node in place: the anchors follow (as for a fresh graph with those edges)
+    g.edges[::2] = -1
+    a4, w4 = skinning(pts, g)
+    a5, w5 = skinning(pts, DeformationGraph(g.nodes, g.edges.copy(), g.radius))
+    assert np.array_equal(a4, a5) and np.array_equal(w4, w5) and not np.array_equal(a4, a)
+    assert "_hop_cache" not in pickle.loads(pickle.dumps(g)).__dict__
+
+
 def test_extend_graph_adds_nodes_only_where_uncovered(rng):
     left = _sheet(rng, 4000, 0.3)
     g = build_graph(left, radius=0.05)
