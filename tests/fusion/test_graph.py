@@ -122,7 +122,7 @@ def test_skinning_weights_sum_to_one_and_are_local(rng):
     assert (a2 == -1).all() and (w2 == 0).all()
 
 
-def test_skinning_hop_table_is_cached_per_graph_and_follows_edge_changes(rng):
+def test_skinning_hop_table_is_cached_per_graph_and_follows_edge_changes(rng, monkeypatch):
     """The hop test's table is built once per graph (dense or sparse, the same anchors) and rebuilt when the
     graph's edges change; a pickled graph leaves the cache behind."""
     import pickle
@@ -135,13 +135,10 @@ def test_skinning_hop_table_is_cached_per_graph_and_follows_edge_changes(rng):
     assert "_hop_cache" in g.__dict__
     a2, w2 = skinning(pts, g)  # from the cache
     assert np.array_equal(a, a2) and np.array_equal(w, w2)
-    small = graph_mod.DENSE_HOPS_MAX_NODES
-    try:  # the sparse table of large graphs gives the same anchors
-        graph_mod.DENSE_HOPS_MAX_NODES = 0
+    with monkeypatch.context() as mp:  # the sparse table of large graphs gives the same anchors
+        mp.setattr(graph_mod, "DENSE_HOPS_MAX_NODES", 0)
         g_sparse = DeformationGraph(g.nodes, g.edges.copy(), g.radius)
         a3, w3 = skinning(pts, g_sparse)
-    finally:
-        graph_mod.DENSE_HOPS_MAX_NODES = small
     assert not isinstance(g_sparse.__dict__["_hop_cache"][2], np.ndarray)
     assert np.array_equal(a, a3) and np.array_equal(w, w3)
     # cut the edges of every other node in place: the anchors follow (as for a fresh graph with those edges)
