@@ -483,11 +483,8 @@ class FusionPipeline:
         out: dict[str, Any] = {"geometry_error_mm": None, "deformation_error_mm": None}
         if not self._gt_vis or self.volume is None:
             return out
-        first = min(self._gt_vis)
+        first, seen = self._gt_observed(gt)
         v0 = gt.vertices[first]
-        seen = np.zeros(len(v0), bool)
-        for vis, _ in self._gt_vis.values():
-            seen |= vis
         faces = gt.faces[seen[gt.faces].all(axis=1)] if len(gt.faces) else gt.faces
         out["gt_observed_fraction"] = float(seen.mean())
         mesh = self.canonical_mesh() if mesh is None else mesh
@@ -504,6 +501,14 @@ class FusionPipeline:
             out["deformation_error_visible_mm"] = 1e3 * float(ev.mean()) if len(ev) else None
         return out
 
+    def _gt_observed(self, gt: GroundTruth) -> tuple[int, np.ndarray]:
+        """(source index of the first fused frame, bool [V]: true vertices some fused frame observed)."""
+        first = min(self._gt_vis)
+        seen = np.zeros(len(gt.vertices[first]), bool)
+        for vis, _ in self._gt_vis.values():
+            seen |= vis
+        return first, seen
+
     def deformation_errors(self, gt: GroundTruth) -> list[tuple[int, np.ndarray, np.ndarray]]:
         """Per fused frame after the first (sorted by source index): (index, errors float [V'] metres, visible
         bool [V']) of the true canonical vertices some fused frame observed and the graph covers, warped by
@@ -518,10 +523,7 @@ class FusionPipeline:
         from fusion.tsdf.volume import default_skinning
         from fusion.warp import warp_points
 
-        first = min(self._gt_vis)
-        seen = np.zeros(len(gt.vertices[first]), bool)
-        for vis, _ in self._gt_vis.values():
-            seen |= vis
+        first, seen = self._gt_observed(gt)
         pts = gt.vertices[first][seen].astype(np.float32)
         a, w = default_skinning(pts, self.graph)
         cov = a[:, 0] >= 0

@@ -200,6 +200,23 @@ class Correspondences:
     weights: np.ndarray
 
 
+def nnrt_terms(points: torch.Tensor, anchors: torch.Tensor, weights: torch.Tensor, nodes: torch.Tensor,
+               target_uv: torch.Tensor, target_depth: torch.Tensor, confidence: torch.Tensor, k: Intrinsics,
+               lambda_2d: float, lambda_depth: float) -> list:
+    """Residual functions (r, t, jac) -> ResidualBlock of the NNRT 2D (reprojection, pixels) and depth (metres)
+    terms of canonical points [C,3] skinned by anchors [C,4] / weights [C,4] toward live pixels [C,2] and
+    depths [C], each row scaled by confidence [C] (float64 / int64 tensors)."""
+    def two_d(r, t, jac):
+        return reprojection_term(warp_parts(points, anchors, weights, nodes, r, t), target_uv, k, confidence,
+                                 lambda_2d, jac)
+
+    def depth(r, t, jac):
+        return depth_term(warp_parts(points, anchors, weights, nodes, r, t), target_depth, confidence,
+                          lambda_depth, jac)
+
+    return [two_d, depth]
+
+
 @contextmanager
 def limited_threads(n: int) -> Iterator[None]:
     """Run the body with n torch intra-op threads and n numba threads (this thread), then restore them.
@@ -275,6 +292,11 @@ class ClassicalTracker:
         self._support: np.ndarray | None = None  # [N] data support of each node in the last tracked frame
         self._live_cache: tuple | None = None  # (frame, its `_live_intensity` image)
 
+    @property
+    def _uses_gray(self) -> bool:
+        """Whether frames are needed as grey images (OpenCV flow or features)."""
+        return self._flow is not None or self._features is not None
+
     def reset(self) -> None:
         """Forget the previous frame (the photometric reference), the motion history and the frame counter."""
         self._frames = 0
@@ -330,8 +352,7 @@ class ClassicalTracker:
 
     def estimate_with_correspondences(self, inp: TrackingInput, corr: Correspondences | None) -> TrackingResult:
         """`estimate` plus the NNRT 2D / depth terms over the given correspondences (when not None)."""
-        uses_cv2 = self._flow is not None or self._features is not None
-        with limited_threads(self.config.threads), cv2_threads(self.config.threads if uses_cv2 else 0):
+        with limited_threads(self.config.threads), cv2_threads(self.config.threads if self._uses_gray else 0):
             try:
                 return self._estimate(inp, corr)
             except (np.linalg.LinAlgError, FloatingPointError, RuntimeError) as e:  # numerical failure: skip frame
@@ -618,7 +639,7 @@ class ClassicalTracker:
         lnt = torch.from_numpy(live.flat_normals)
         extra = self._correspondence_terms(inp, corr, k)
         # the live grey image, once per frame, for the flow and the features
-        gray = gray_u8(np.asarray(frame.color)) if (self._flow is not None or self._features is not None) else None
+        gray = gray_u8(np.asarray(frame.color)) if self._uses_gray else None
 
         def flow_terms(r: torch.Tensor, t: torch.Tensor) -> list:
             """The flow correspondence terms at the estimate (r, t) (model reference) or from the previous
@@ -796,14 +817,7 @@ class ClassicalTracker:
         fp, fa, fw, fuv, fz = feats
         puv = project(warp_parts(fp, fa, fw, nodes, rot, tr).warped.numpy(), k)[0]
         w = torch.from_numpy(np.sqrt(huber_pixel_weights(puv, fuv.numpy(), cfg.feature_match.huber_px)))
-
-        def two_d(r, t, jac):
-            return reprojection_term(warp_parts(fp, fa, fw, nodes, r, t), fuv, k, w, cfg.lambda_feature_2d, jac)
-
-        def depth(r, t, jac):
-            return depth_term(warp_parts(fp, fa, fw, nodes, r, t), fz, w, cfg.lambda_feature_depth, jac)
-
-        return [two_d, depth]
+        return nnrt_terms(fp, fa, fw, nodes, fuv, fz, w, k, cfg.lambda_feature_2d, cfg.lambda_feature_depth)
 
     def _model_flow_correspondences(self, inp: TrackingInput, sel: np.ndarray, rot: torch.Tensor, tr: torch.Tensor,
                                     gray: np.ndarray, stats: dict) -> Correspondences | None:
@@ -863,12 +877,4 @@ class ClassicalTracker:
         an = torch.from_numpy(np.ascontiguousarray(inp.model_anchors[ids], np.int64))
         aw = t64(inp.model_weights[ids])
         nodes = t64(inp.graph.nodes)
-        uv, z, w = t64(corr.target_uv), t64(corr.target_depth), t64(corr.weights)
-
-        def two_d(r, t, jac):
-            return reprojection_term(warp_parts(p, an, aw, nodes, r, t), uv, k, w, l2d, jac)
-
-        def depth(r, t, jac):
-            return depth_term(warp_parts(p, an, aw, nodes, r, t), z, w, ldep, jac)
-
-        return [two_d, depth]
+        return nnrt_terms(p, an, aw, nodes, t64(corr.target_uv), t64(corr.target_depth), t64(corr.weights), k, l2d, ldep)

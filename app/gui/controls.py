@@ -10,6 +10,7 @@ from PySide6 import QtCore, QtWidgets
 
 from app.gui.messages import notify
 from app.gui.settings import PRESETS, PROCESSING_SIZES, TRACKERS, ReconSettings, load_preset, save_preset
+from app.trackers import FEATURES
 from fusion.errors import InputError
 
 
@@ -67,8 +68,8 @@ class ReconstructionControls(QtWidgets.QWidget):
         self.keyframe.setSuffix(" frames")
         self.keyframe.setToolTip("Neural tracker: a new keyframe every this many tracked frames (NNRT: 50)")
         self.features = QtWidgets.QComboBox()
-        for key, label in (("none", "none"), ("sift", "SIFT"), ("orb", "ORB")):
-            self.features.addItem(label, key)
+        for key in FEATURES:
+            self.features.addItem(key if key == "none" else key.upper(), key)
         self.features.setToolTip("Classical tracker: match keypoints of the keyframe every frame, against "
                                  "drift along the surface (helps well-textured subjects; SIFT costs 5-50 ms a frame)")
         self.sequence = QtWidgets.QSpinBox()
