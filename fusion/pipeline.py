@@ -45,6 +45,8 @@ class FusionConfig:
     mesh_trunc_voxels: float = 2.0
     """truncation band in voxels of the mesh channel that meshes are extracted from (0: meshes from the
     tracking channel; see `fusion.tsdf.volume`)"""
+    carve_px: float = 2.0
+    """silhouette carving of the mesh channel, pixels (0: off; see `fusion.tsdf.VolumeConfig.carve_px`)"""
     depth_min: float = 0.1
     """nearer depth is ignored, metres"""
     depth_max: float = 3.0
@@ -91,7 +93,7 @@ class FusionConfig:
         """The TSDF volume options implied by this config."""
         return VolumeConfig(
             voxel_size=self.voxel_size, trunc_voxels=self.trunc_voxels, mesh_trunc_voxels=self.mesh_trunc_voxels,
-            depth_min=self.depth_min,
+            carve_px=self.carve_px, depth_min=self.depth_min,
             depth_max=self.depth_max, max_weight=self.max_weight, memory_budget_gb=self.memory_budget_gb,
             num_threads=self.num_threads, warp_check=self.warp_check,
         )

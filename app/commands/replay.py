@@ -42,6 +42,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="truncation band the tracker sees, in voxels (default 4)")
     p.add_argument("--mesh-trunc", type=float, default=2.0, metavar="VOXELS",
                    help="truncation band the mesh is extracted from, in voxels (default 2; 0: the tracker's)")
+    p.add_argument("--carve", type=float, default=2.0, metavar="PX",
+                   help="silhouette carving of the mesh channel: pixels without depth within PX of the object's "
+                        "silhouette mark free space beside it, closing surface seen edge-on (default 2; 0: off)")
     p.add_argument("--processing-size", type=_size, default=None, metavar="WxH",
                    help="resize frames to WxH before processing (e.g. 320x240)")
     p.add_argument("--depth-max", type=float, default=3.0, help="ignore depth beyond this, metres")
@@ -81,9 +84,9 @@ def replay(recording: str, *, tracker: str = "classical", device: str = "auto", 
            voxel_size: float = 0.01, processing_size: tuple[int, int] | None = None, depth_max: float = 3.0,
            node_coverage: float = 0.05, gt_path: Path | None = None, sequence: bool = False,
            progress: bool = True, trunc_voxels: float = 4.0, mesh_trunc_voxels: float = 2.0,
-           features: str = "none") -> tuple[Any, dict]:
+           features: str = "none", carve_px: float = 2.0) -> tuple[Any, dict]:
     """Run the fusion pipeline over a recording (truncations in voxels: the tracking channel's and the mesh
-    channel's, see `fusion.tsdf.volume`; features: the classical tracker's keyframe features, see
+    channel's, see `fusion.tsdf.volume`; carve_px: the mesh channel's silhouette carving; features: the classical tracker's keyframe features, see
     `app.trackers.make_tracker`). Returns (pipeline, report dict)."""
     from app.trackers import make_tracker, resolve_device
     from fusion.errors import InputError
@@ -95,7 +98,7 @@ def replay(recording: str, *, tracker: str = "classical", device: str = "auto", 
     dev = resolve_device(device)
     gt = load_groundtruth_for(recording, gt_path)
     cfg = FusionConfig(voxel_size=voxel_size, trunc_voxels=trunc_voxels, mesh_trunc_voxels=mesh_trunc_voxels,
-                       processing_size=processing_size, depth_max=depth_max, node_coverage=node_coverage,
+                       carve_px=carve_px, processing_size=processing_size, depth_max=depth_max, node_coverage=node_coverage,
                        max_frames=max_frames, device=dev, freeze_sequence_after=1 if sequence else None)
     est = make_tracker(tracker, dev, features)
     pipe = FusionPipeline(cfg, est)
@@ -165,7 +168,8 @@ def run(args: argparse.Namespace) -> int:
                        voxel_size=args.voxel_size, processing_size=args.processing_size, depth_max=args.depth_max,
                        node_coverage=args.node_coverage, gt_path=args.gt,
                        sequence=args.export_sequence is not None, progress=not args.quiet,
-                       trunc_voxels=args.trunc, mesh_trunc_voxels=args.mesh_trunc, features=args.features)
+                       trunc_voxels=args.trunc, mesh_trunc_voxels=args.mesh_trunc, features=args.features,
+                       carve_px=args.carve)
     _export(pipe, args, rep)
     print(summary_line(rep))
     write_report(args.report, rep)

@@ -60,6 +60,9 @@ class ReconstructionControls(QtWidgets.QWidget):
         self.mesh_trunc = _dspin(0.0, 20.0, 0.5, 1, " voxels", "Truncation band the mesh is extracted from: "
                                  "narrower keeps close surfaces apart (off: the tracker's band)")
         self.mesh_trunc.setSpecialValueText("off")
+        self.carve = _dspin(0.0, 8.0, 0.5, 1, " px", "Silhouette carving of the mesh: pixels without depth this close to "
+                            "the object mark free space beside it, closing surface seen edge-on")
+        self.carve.setSpecialValueText("off")
         self.depth_min = _dspin(0.0, 10.0, 0.05, 2, " m", "Nearer depth is ignored")
         self.depth_max = _dspin(0.1, 20.0, 0.1, 2, " m", "Farther depth is ignored")
         self.coverage = _dspin(0.5, 50.0, 0.5, 1, " cm", "Deformation-graph node coverage radius (NNRT: 5 cm)")
@@ -102,6 +105,7 @@ class ReconstructionControls(QtWidgets.QWidget):
         form.addRow("Voxel size", self.voxel)
         form.addRow("Truncation", self.trunc)
         form.addRow("Mesh truncation", self.mesh_trunc)
+        form.addRow("Carving", self.carve)
         rng = QtWidgets.QHBoxLayout()
         rng.addWidget(self.depth_min)
         rng.addWidget(QtWidgets.QLabel("–"))
@@ -126,6 +130,7 @@ class ReconstructionControls(QtWidgets.QWidget):
         lay.addStretch(1)
 
         self._geometry_widgets = (self.tracker, self.device, self.processing, self.voxel, self.trunc, self.mesh_trunc,
+                                  self.carve,
                                   self.depth_min, self.depth_max, self.coverage, self.keyframe, self.features,
                                   self.sequence, self.memory, self.preset, self.load_btn)
         self.start_btn.clicked.connect(self._start)
@@ -148,7 +153,7 @@ class ReconstructionControls(QtWidgets.QWidget):
         return ReconSettings(
             tracker=self.tracker.currentData(), device=self.device.currentData(),
             voxel_size=self.voxel.value() / 1000.0, trunc_voxels=self.trunc.value(),
-            mesh_trunc_voxels=self.mesh_trunc.value(),
+            mesh_trunc_voxels=self.mesh_trunc.value(), carve_px=self.carve.value(),
             depth_min=self.depth_min.value(), depth_max=self.depth_max.value(),
             node_coverage=self.coverage.value() / 100.0, keyframe_interval=self.keyframe.value(),
             features=self.features.currentData(),
@@ -175,6 +180,7 @@ class ReconstructionControls(QtWidgets.QWidget):
         self.voxel.setValue(1000.0 * s.voxel_size)
         self.trunc.setValue(s.trunc_voxels)
         self.mesh_trunc.setValue(s.mesh_trunc_voxels)
+        self.carve.setValue(s.carve_px)
         self.depth_min.setValue(s.depth_min)
         self.depth_max.setValue(s.depth_max)
         self.coverage.setValue(100.0 * s.node_coverage)

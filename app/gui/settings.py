@@ -40,6 +40,8 @@ class ReconSettings:
     """truncation band the tracker sees, voxels"""
     mesh_trunc_voxels: float = 2.0
     """truncation band meshes are extracted from, voxels (0 = the tracker's; see fusion.tsdf.volume)"""
+    carve_px: float = 2.0
+    """silhouette carving of the mesh channel, pixels (0 = off; see fusion.tsdf.VolumeConfig.carve_px)"""
     depth_min: float = 0.1
     """nearer depth is ignored, metres"""
     depth_max: float = 3.0
@@ -71,6 +73,9 @@ class ReconSettings:
         m = self.mesh_trunc_voxels
         if not (isinstance(m, (int, float)) and math.isfinite(m) and (m == 0 or m >= 1)):
             raise InputError(f"mesh_trunc_voxels must be 0 (off) or at least 1 voxel, got {m!r}")
+        c = self.carve_px
+        if not (isinstance(c, (int, float)) and 0 <= c <= 8):
+            raise InputError(f"carve_px must be a number of pixels in [0, 8], got {c!r}")
         if not 0 <= self.depth_min < self.depth_max:
             raise InputError(f"depth range [{self.depth_min}, {self.depth_max}] m is empty")
         from app.trackers import FEATURES
@@ -129,7 +134,7 @@ class ReconSettings:
 
         return FusionConfig(
             voxel_size=self.voxel_size, trunc_voxels=self.trunc_voxels, mesh_trunc_voxels=self.mesh_trunc_voxels,
-            depth_min=self.depth_min, depth_max=self.depth_max, node_coverage=self.node_coverage,
+            carve_px=self.carve_px, depth_min=self.depth_min, depth_max=self.depth_max, node_coverage=self.node_coverage,
             processing_size=self.processing_size, memory_budget_gb=self.memory_budget_gb, device=self.device,
             freeze_sequence_after=self.sequence_after or None,
         )

@@ -90,6 +90,8 @@ def integrate_blocks(
     tsdf_mesh: np.ndarray,
     weight_mesh: np.ndarray,
     mesh_trunc: float,
+    carve: np.ndarray,
+    carve_weight: float,
 ) -> int:
     """Projective TSDF update of the voxels of the blocks `active` (int32 [A]) from one depth image.
 
@@ -103,7 +105,10 @@ def integrate_blocks(
     Mesh channel (mesh_trunc > 0; tsdf_mesh / weight_mesh float32 like tsdf / weight): every observation
     that updates a voxel with sdf >= -mesh_trunc updates it the same way there, truncated at mesh_trunc,
     unless it is a near-surface one (sdf <= mesh_trunc) that fails the warp-consistency check scaled to the
-    mesh band (check_dist x mesh_trunc / trunc).
+    mesh band (check_dist x mesh_trunc / trunc). Silhouette carving of the mesh channel (carve float32 [H, W]
+    from `carve_depth`; any other shape: off): a voxel whose pixel has no valid depth but a carve depth
+    c > 0, with z <= c, gets a free-space observation of weight carve_weight there (tsdf_mesh <-
+    (tsdf_mesh w + carve_weight) / (w + carve_weight)); it does not count as updated.
     depth: float32 [H, W] metres; image: uint8 [H, W, 3]. Returns the number of voxels updated.
 
     Warp-consistency check (check_dist > 0): a near-surface observation (sdf <= trunc) is rejected when the
@@ -143,6 +148,8 @@ def integrate_blocks(
     mtr = np.float32(mesh_trunc)
     imtr = np.float32(1.0 / mesh_trunc) if use_mesh else np.float32(0.0)
     chk_mesh = np.float32(check_dist * mesh_trunc / trunc)  # the same check, scaled to the mesh band
+    use_carve = use_mesh and carve.shape[0] == h and carve.shape[1] == w
+    cw = np.float32(carve_weight)
     for ii in prange(active.shape[0]):
         b = active[ii]
         bx = coords[b, 0] * bs
@@ -188,6 +195,13 @@ def integrate_blocks(
                     r = int(vf + half)
                     d = depth[r, u]
                     if d <= np.float32(0.0) or d < fdmin or d > fdmax:
+                        if use_carve:
+                            cz = carve[r, u]
+                            if cz > np.float32(0.0) and z <= cz:
+                                wm_old = weight_mesh[b, v]
+                                wm_new = wm_old + cw
+                                tsdf_mesh[b, v] = (tsdf_mesh[b, v] * wm_old + cw) / wm_new
+                                weight_mesh[b, v] = min(wm_new, fmaxw)
                         continue
                     sdf = d - z
                     if sdf < -ftr:
@@ -467,6 +481,75 @@ def mark_new_blocks(cands: np.ndarray, index: np.ndarray) -> np.ndarray:
 
 # ----------------------------------------------------------------------------------------------------------
 # visibility
+
+
+def carve_offsets(radius: float) -> np.ndarray:
+    """Pixel offsets (dy, dx) within `radius` pixels, nearest first, ties in row-major order: int64 [K, 2]
+    (K = 0 for radius < 1). The first valid pixel at p + offset is p's nearest valid pixel."""
+    rad = int(np.floor(radius))
+    o = sorted((dy * dy + dx * dx, dy, dx) for dy in range(-rad, rad + 1) for dx in range(-rad, rad + 1)
+               if 0 < dy * dy + dx * dx <= radius * radius)
+    return np.array([(dy, dx) for _, dy, dx in o], np.int64).reshape(-1, 2)
+
+
+@njit(cache=True, nogil=True)
+def near_tiles(tiles: np.ndarray) -> np.ndarray:
+    """bool [TH, TW]: the tiles (of `depth_tiles`) that hold valid depth or touch one that does (8-neighbours):
+    the only ones where a pixel can lie within one tile edge of valid depth."""
+    th, tw = tiles.shape
+    near = np.zeros((th, tw), np.bool_)
+    for ty in range(th):
+        for tx in range(tw):
+            if tiles[ty, tx] > 0:
+                for y in range(max(ty - 1, 0), min(ty + 2, th)):
+                    for x in range(max(tx - 1, 0), min(tx + 2, tw)):
+                        near[y, x] = True
+    return near
+
+
+def carve_depth(depth: np.ndarray, radius: float, dmin: float, dmax: float, tile: int = 8,
+                tiles: np.ndarray | None = None, out: np.ndarray | None = None) -> np.ndarray:
+    """Silhouette-carving map of a depth image (float32 [H, W] metres, valid in [dmin, dmax]): at every pixel
+    without valid depth that lies within `radius` pixels (Euclidean, at most `tile`) of a valid one, the depth
+    of the nearest valid pixel (ties: the first in row-major order); 0 elsewhere. float32 [H, W] (`out`, a
+    buffer to reuse, when given). tiles: the image's `depth_tiles` of edge `tile` when at hand; only pixels
+    in tiles that hold valid depth or touch one that does (`near_tiles`) are searched."""
+    if radius > tile:
+        raise ValueError(f"carving radius {radius} px exceeds the depth tile ({tile} px)")
+    d = np.ascontiguousarray(depth, np.float32)
+    if out is None or out.shape != d.shape or out.dtype != np.float32:
+        out = np.empty(d.shape, np.float32)
+    if tiles is None:
+        tiles = depth_tiles(d, tile, dmin, dmax)
+    _carve_depth_nb(d, near_tiles(tiles), int(tile), carve_offsets(radius), float(dmin), float(dmax), out)
+    return out
+
+
+@njit(parallel=True, cache=True, nogil=True)
+def _carve_depth_nb(depth, near, tile, offs, dmin, dmax, out):  # pragma: no cover - compiled
+    """`carve_depth` into out: per pixel of a near tile without valid depth, the first valid pixel at
+    (r, c) + offs[k] (offsets nearest first)."""
+    h, w = depth.shape
+    for r in prange(h):
+        ty = r // tile
+        for c in range(w):
+            out[r, c] = 0.0
+        for tx in range(near.shape[1]):
+            if not near[ty, tx]:
+                continue
+            for c in range(tx * tile, min(w, tx * tile + tile)):
+                d = depth[r, c]
+                if d > 0 and d >= dmin and d <= dmax:
+                    continue
+                for k in range(offs.shape[0]):
+                    y = r + offs[k, 0]
+                    x = c + offs[k, 1]
+                    if y < 0 or y >= h or x < 0 or x >= w:
+                        continue
+                    t = depth[y, x]
+                    if t > 0 and t >= dmin and t <= dmax:
+                        out[r, c] = t
+                        break
 
 
 @njit(parallel=True, cache=True, nogil=True)

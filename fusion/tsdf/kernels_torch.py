@@ -177,9 +177,11 @@ def write_skin_voxels_t(vol: "TSDFVolume", bsel: np.ndarray, vsel: np.ndarray, a
 
 
 def update_t(vol: "TSDFVolume", frame: RGBDFrame, depth: np.ndarray, aff: np.ndarray, use_warp: bool,
-             check_pts: np.ndarray, check_pix: np.ndarray, check_stride: int, check_dist: float) -> int:
+             check_pts: np.ndarray, check_pix: np.ndarray, check_stride: int, check_dist: float,
+             carve: np.ndarray | None = None) -> int:
     """Projective TSDF update of all allocated blocks (torch twin of `kernels_nb.integrate_blocks`, including
-    its warp-consistency check)."""
+    its warp-consistency check and the mesh channel's silhouette carving: carve float32 [H, W] from
+    `kernels_nb.carve_depth`, None or another shape = off)."""
     cfg = vol.config
     k = frame.intrinsics
     dev = vol.device
@@ -196,6 +198,9 @@ def update_t(vol: "TSDFVolume", frame: RGBDFrame, depth: np.ndarray, aff: np.nda
         c_pts = torch.as_tensor(check_pts, device=dev, dtype=torch.float32)
         c_pix = torch.as_tensor(check_pix, device=dev).long()
         prow, pcol = c_pix.shape[0] - 1, c_pix.shape[1] - 1
+    use_carve = cfg.mesh_channel and carve is not None and tuple(carve.shape) == (h, w)
+    if use_carve:
+        carve_img = torch.as_tensor(np.ascontiguousarray(carve, np.float32), device=dev)
     total = 0
     for s in range(0, vol.num_blocks, CHUNK_BLOCKS):
         ids = torch.arange(s, min(s + CHUNK_BLOCKS, vol.num_blocks), device=dev)
@@ -221,6 +226,7 @@ def update_t(vol: "TSDFVolume", frame: RGBDFrame, depth: np.ndarray, aff: np.nda
         u = torch.where(ok, torch.floor(uf + 0.5), torch.zeros_like(uf)).long().clamp(0, w - 1)
         r = torch.where(ok, torch.floor(vf + 0.5), torch.zeros_like(vf)).long().clamp(0, h - 1)
         d = d_img[r, u]
+        in_view = ok.clone()
         ok &= (d > 0) & (d >= cfg.depth_min) & (d <= cfg.depth_max)
         sdf = d - z
         ok &= sdf >= -trunc
@@ -251,6 +257,14 @@ def update_t(vol: "TSDFVolume", frame: RGBDFrame, depth: np.ndarray, aff: np.nda
             vol.tsdf_mesh[ids] = torch.where(om, (vol.tsdf_mesh[ids] * wm_old + torch.clamp(sdf / mtr, max=1.0)) / wm_new,
                                              vol.tsdf_mesh[ids])
             vol.weight_mesh[ids] = torch.where(om, torch.clamp(wm_new, max=float(cfg.max_weight)), wm_old)
+            if use_carve:
+                cz = carve_img[r, u]
+                free = in_view & ~((d > 0) & (d >= cfg.depth_min) & (d <= cfg.depth_max)) & (cz > 0) & (z <= cz)
+                wm_old = vol.weight_mesh[ids]
+                wm_new = wm_old + float(cfg.carve_weight)
+                vol.tsdf_mesh[ids] = torch.where(free, (vol.tsdf_mesh[ids] * wm_old + float(cfg.carve_weight)) / wm_new,
+                                                 vol.tsdf_mesh[ids])
+                vol.weight_mesh[ids] = torch.where(free, torch.clamp(wm_new, max=float(cfg.max_weight)), wm_old)
         total += int(ok.sum())
     return total
 

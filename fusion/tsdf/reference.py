@@ -48,6 +48,7 @@ def integrate_dense(
     integrate_color: bool = True,
     check: tuple[np.ndarray, np.ndarray, int, float] | None = None,
     check_wide: tuple[float, float] | None = None,
+    carve: tuple[np.ndarray, float] | None = None,
 ) -> int:
     """Fuse one frame into `vol` in place; returns the number of updated voxels.
 
@@ -63,6 +64,9 @@ def integrate_dense(
     lies farther than 1.2 |sdf| + dist from the voxel centre). check_wide = (band, dist): the same check
     applied also to every voxel with sdf <= band at that dist (the mesh channel of the fast kernels updates
     only what passes the tracking channel's wider check too: pass (trunc, dist) of that channel).
+    carve = (map float [H, W] from `carve_depth_np`, weight): silhouette carving (the mesh channel of the fast
+    kernels): a voxel in view whose pixel has no valid depth but a carve depth c > 0, with z <= c, gets
+    tsdf <- (tsdf w + weight) / (w + weight), w <- min(w + weight, max_weight); not counted as updated.
     """
     k = frame.intrinsics
     p = vol.centers().reshape(-1, 3)
@@ -77,6 +81,7 @@ def integrate_dense(
     u = np.clip(np.floor(uf + 0.5).astype(np.int64), 0, k.width - 1)
     r = np.clip(np.floor(vf + 0.5).astype(np.int64), 0, k.height - 1)
     d = frame.depth[r, u].astype(np.float64)
+    in_view = ok.copy()
     ok &= (d > 0) & (d >= depth_min) & (d <= depth_max)
     sdf = d - z
     ok &= sdf >= -trunc
@@ -101,4 +106,29 @@ def integrate_dense(
         wo = wgt[cm].astype(np.float64)[:, None]
         col[cm] = np.minimum(255.0, np.floor((col[cm] * wo + frame.color[r[cm], u[cm]]) / (wo + 1.0) + 0.5)).astype(np.uint8)
     wgt[ok] = np.minimum(w_new, max_weight).astype(np.float32)
+    if carve is not None:
+        cmap, cw = carve
+        cz = np.asarray(cmap, np.float64)[r, u]
+        free = in_view & ~((d > 0) & (d >= depth_min) & (d <= depth_max)) & (cz > 0) & (z <= cz)
+        wo = wgt[free].astype(np.float64)
+        tsdf[free] = ((tsdf[free] * wo + cw) / (wo + cw)).astype(np.float32)
+        wgt[free] = np.minimum(wo + cw, max_weight).astype(np.float32)
     return int(ok.sum())
+
+
+def carve_depth_np(depth: np.ndarray, radius: float, depth_min: float, depth_max: float) -> np.ndarray:
+    """Plain reference of `kernels_nb.carve_depth`: at every pixel without valid depth (valid: in
+    [depth_min, depth_max]) within `radius` pixels of a valid one, the depth of the nearest valid pixel (ties:
+    the first in row-major order), else 0. float32 [H, W]."""
+    d = np.asarray(depth, np.float64)
+    valid = (d > 0) & (d >= depth_min) & (d <= depth_max)
+    out = np.zeros(d.shape, np.float32)
+    vr, vc = np.nonzero(valid)  # row-major order
+    if len(vr) == 0:
+        return out
+    for r, c in zip(*np.nonzero(~valid)):
+        d2 = (vr - r) ** 2 + (vc - c) ** 2
+        j = int(np.argmin(d2))  # the first minimum in row-major order
+        if d2[j] <= radius * radius:
+            out[r, c] = d[vr[j], vc[j]]
+    return out

@@ -93,6 +93,15 @@ class VolumeConfig:
     alloc_spacing: float = 1.0
     """automatic stride: samples this many voxels apart on the surface (each marks the blocks within one
     voxel of it; the same samples, mapped to canonical space, serve the warp-consistency check)"""
+    carve_px: float = 2.0
+    """mesh channel, silhouette carving: a pixel with no valid depth within this many pixels of valid depth (a
+    ray just beside the object's silhouette, which passes outside the object) marks the voxels it sees that
+    lie no deeper than its nearest valid pixel's depth as free space (+1) in the mesh channel. Without it,
+    surface seen only edge-on (the sides of limbs, a turning torso) has observed voxels inside it and never
+    observed ones outside, and marching cubes leaves a hole there. 0 disables; the tracking channel is never
+    carved"""
+    carve_weight: float = 0.5
+    """fusion weight of one carving observation (a depth observation weighs 1)"""
     knn_cell: float = 2.0
     """grid cell of the inverse warp's nearest-node search, in node coverage radii (3x3x3 cells searched)"""
     warp_check: float = 0.5
@@ -112,6 +121,10 @@ class VolumeConfig:
             raise InputError(f"mesh truncation must be 0 (off) or at least 1 voxel, got {self.mesh_trunc_voxels}")
         if self.block_size < 2:
             raise InputError(f"block size must be >= 2 voxels, got {self.block_size}")
+        if not 0 <= self.carve_px <= DEPTH_TILE:
+            raise InputError(f"carve_px must be a number of pixels in [0, {DEPTH_TILE}], got {self.carve_px}")
+        if not (self.carve_weight > 0 and math.isfinite(self.carve_weight)):
+            raise InputError(f"carve_weight must be positive, got {self.carve_weight}")
         if not 0 <= self.depth_min < self.depth_max:
             raise InputError(f"depth range [{self.depth_min}, {self.depth_max}] m is empty")
 
@@ -124,6 +137,11 @@ class VolumeConfig:
     def mesh_channel(self) -> bool:
         """Whether the mesh channel is separate (0 < mesh_trunc_voxels < trunc_voxels)."""
         return 0 < self.mesh_trunc_voxels < self.trunc_voxels
+
+    @property
+    def carving(self) -> bool:
+        """Whether the mesh channel is carved beside silhouettes (a separate mesh channel and carve_px > 0)."""
+        return self.mesh_channel and self.carve_px > 0
 
     @property
     def mesh_trunc(self) -> float:
@@ -168,6 +186,11 @@ def _inverse_affine_from_motion(graph: DeformationGraph, motion: GraphMotion) ->
     inv[:, :, :3] = rt
     inv[:, :, 3] = g - np.einsum("nij,nj->ni", rt, wn)
     return wn.astype(np.float32), inv
+
+
+def _or_off(carve: np.ndarray | None) -> np.ndarray:
+    """integrate_blocks' carve argument: the map, or a 1x1 array (carving off)."""
+    return np.zeros((1, 1), np.float32) if carve is None else carve
 
 
 def _pose34(pose: np.ndarray | None) -> np.ndarray:
@@ -277,6 +300,7 @@ class TSDFVolume:
         #: live surface mapped back through the (inverse) warp: where new graph nodes may be needed
         self.last_surface_canonical = np.zeros((0, 3), np.float32)
         self._last_pix: tuple[np.ndarray, int] = (np.full((1, 1), -1, np.int32), 1)
+        self._carve_buf: np.ndarray | None = None  # the last silhouette-carving map (reused as a buffer)
         #: (canonical surface points float32 [P, 3], sampled pixel -> point map int32, stride) of the last warped
         #: allocation: the warp-consistency check of the next warped update (None after a rigid allocation)
         self.check_data: tuple[np.ndarray, np.ndarray, int] | None = None
@@ -399,6 +423,7 @@ class TSDFVolume:
             "voxel_size_m": self.voxel_size,
             "trunc_m": self.trunc,
             "mesh_trunc_m": float(self.config.mesh_trunc),
+            "carve_px": float(self.config.carve_px) if self.config.carving else 0.0,
             "backend": self.backend,
             "device": self.device,
         }
@@ -658,7 +683,8 @@ class TSDFVolume:
         else:
             chk_pts, chk_pix, chk_stride, chk_dist = np.zeros((1, 3), np.float32), np.full((1, 1), -1, np.int32), 1, 0.0
         if self.backend == "torch":
-            return self._t.update_t(self, frame, depth, aff, use_warp, chk_pts, chk_pix, chk_stride, chk_dist)
+            return self._t.update_t(self, frame, depth, aff, use_warp, chk_pts, chk_pix, chk_stride, chk_dist,
+                                    self._carve_map(depth))
         depth = np.ascontiguousarray(depth, np.float32)
         with nb.numba_threads(self._threads(self._n * self.nv)):
             tiles = nb.depth_tiles(depth, DEPTH_TILE, cfg.depth_min, cfg.depth_max)
@@ -672,7 +698,18 @@ class TSDFVolume:
                 bool(cfg.integrate_color), k.fx, k.fy, k.cx, k.cy, self.origin, self.voxel_size, self.bs, self.trunc,
                 cfg.max_weight, cfg.depth_min, cfg.depth_max, chk_pts, chk_pix, int(chk_stride), float(chk_dist),
                 self.tsdf_mesh, self.weight_mesh, float(cfg.mesh_trunc) if cfg.mesh_channel else 0.0,
+                _or_off(self._carve_map(depth, tiles)), float(cfg.carve_weight),
             )
+
+    def _carve_map(self, depth: np.ndarray, tiles: np.ndarray | None = None) -> np.ndarray | None:
+        """The silhouette-carving map of a depth image (`kernels_nb.carve_depth`, float32 [H, W]; a buffer the
+        next frame reuses) or None when the mesh channel is not carved. tiles: its `depth_tiles` when at hand."""
+        cfg = self.config
+        if not cfg.carving:
+            return None
+        self._carve_buf = nb.carve_depth(depth, cfg.carve_px, cfg.depth_min, cfg.depth_max, DEPTH_TILE, tiles,
+                                         self._carve_buf)
+        return self._carve_buf
 
     def _threads(self, work: int) -> int:
         """numba threads for a kernel touching `work` voxels / points (config.num_threads, 0 = by size)."""

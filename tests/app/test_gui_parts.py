@@ -66,6 +66,11 @@ def test_settings_to_fusion_config():
     assert not ReconSettings(mesh_trunc_voxels=0).fusion_config().volume_config().mesh_channel
     with pytest.raises(InputError, match="mesh_trunc_voxels"):
         ReconSettings(mesh_trunc_voxels=0.5)
+    assert ReconSettings().fusion_config().volume_config().carving
+    assert ReconSettings(carve_px=3).fusion_config().volume_config().carve_px == 3
+    assert not ReconSettings(carve_px=0).fusion_config().volume_config().carving
+    with pytest.raises(InputError, match="carve_px"):
+        ReconSettings(carve_px=-1)
 
 
 def test_settings_features_reach_the_classical_tracker():
@@ -377,7 +382,7 @@ def test_controls_settings_presets_and_availability(qtbot, tmp_path):
     c = ReconstructionControls()
     qtbot.addWidget(c)
     s = ReconSettings(tracker="none", voxel_size=0.005, depth_min=0.2, depth_max=1.5, node_coverage=0.03,
-                      processing_size=(640, 480), sequence_after=5, mesh_trunc_voxels=0.0, features="sift")
+                      processing_size=(640, 480), sequence_after=5, mesh_trunc_voxels=0.0, features="sift", carve_px=1.5)
     c.set_settings(s)
     assert c.settings() == s
     assert not c.features.isEnabled()  # features are the classical tracker's

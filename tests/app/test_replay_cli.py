@@ -67,8 +67,15 @@ def test_replay_truncation_options_reach_the_volume(tmp_path: Path, capsys: pyte
     args = ["--max-frames", "3", "--processing-size", "160x120"]
     rep = _replay([rec, *args, "--trunc", "5", "--mesh-trunc", "1.5"], tmp_path)
     assert rep["volume"]["trunc_m"] == pytest.approx(0.05) and rep["volume"]["mesh_trunc_m"] == pytest.approx(0.015)
+    assert rep["volume"]["carve_px"] == 2.0  # silhouette carving on by default
     off = _replay([rec, *args, "--mesh-trunc", "0"], tmp_path)
     assert off["volume"]["mesh_trunc_m"] == off["volume"]["trunc_m"] == pytest.approx(0.04)
+    assert off["volume"]["carve_px"] == 0.0  # no mesh channel, nothing carved
+    assert _replay([rec, *args, "--carve", "3.5"], tmp_path)["volume"]["carve_px"] == 3.5
+    assert _replay([rec, *args, "--carve", "0"], tmp_path)["volume"]["carve_px"] == 0.0
+    assert main(["replay", rec, *args, "--carve", "12", "--quiet"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "carve_px" in err and "Traceback" not in err
     assert main(["replay", rec, *args, "--mesh-trunc", "0.5", "--quiet"]) == 2
     err = capsys.readouterr().err.strip()
     assert "mesh truncation" in err and "Traceback" not in err

@@ -187,3 +187,22 @@ def test_narrow_band_mesh_channel_fuses_close_surfaces_more_accurately():
     assert narrow["deformation_error_mm"] == wide["deformation_error_mm"]  # the same tracking channel and graph
     assert narrow["geometry_accuracy_mm"] < 0.6 * wide["geometry_accuracy_mm"], (narrow, wide)
     assert narrow["geometry_error_mm"] < 0.85 * wide["geometry_error_mm"], (narrow, wide)
+
+
+def test_silhouette_carving_closes_surface_seen_edge_on():
+    """The twisting cylinder fused with the true motion: its sides are seen edge-on, with observed voxels
+    inside them and, without carving, never-observed ones outside (no zero crossing, a hole in the mesh).
+    Carving the mesh channel beside the silhouette closes them: completeness improves by a third while
+    accuracy gives up little, and the tracking side (deformation figure) is the same to the last digit."""
+    from fusion.bench_fusion import scene_and_truth
+
+    scene, gt = scene_and_truth("cylinder", 20, 320, 240, seed=1)
+    frames = [scene.render(i) for i in range(20)]
+    reps = {}
+    for cp in (0.0, 2.0):
+        reps[cp] = FusionPipeline(FusionConfig(voxel_size=0.01, carve_px=cp), GroundTruthMotion(gt)).run(frames, gt)
+    off, on = reps[0.0], reps[2.0]
+    assert on["deformation_error_mm"] == off["deformation_error_mm"]
+    assert on["geometry_completeness_mm"] < 0.7 * off["geometry_completeness_mm"], (on, off)
+    assert on["geometry_accuracy_mm"] < off["geometry_accuracy_mm"] + 0.2, (on, off)
+    assert on["geometry_error_mm"] < 0.8 * off["geometry_error_mm"], (on, off)

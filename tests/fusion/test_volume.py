@@ -8,7 +8,7 @@ from scipy.spatial.transform import Rotation
 from fusion.errors import InputError
 from fusion.graph import GraphMotion, build_graph, skinning
 from fusion.tsdf import TSDFVolume, VolumeConfig, estimate_bytes
-from fusion.tsdf.reference import DenseTSDF, integrate_dense
+from fusion.tsdf.reference import DenseTSDF, carve_depth_np, integrate_dense
 from fusion.tsdf.scenes import default_intrinsics, make_frame, render_mesh, sphere_depth, sphere_mesh
 from fusion.tsdf.volume import default_skinning
 from fusion.warp import warp_points_np
@@ -84,6 +84,11 @@ def _compare_mesh_channel(vol: TSDFVolume, dense_mesh: DenseTSDF) -> None:
     assert ((t["weight"] > 0) & (b["weight"] == 0)).sum() > 1000
 
 
+def _carve(f, cfg: VolumeConfig) -> tuple[np.ndarray, float]:
+    """The reference's silhouette-carving argument for frame f (the mesh channel's)."""
+    return carve_depth_np(f.depth, cfg.carve_px, cfg.depth_min, cfg.depth_max), cfg.carve_weight
+
+
 def test_static_scene_matches_dense_reference():
     cfg = VolumeConfig(voxel_size=0.01, trunc_voxels=4, mesh_trunc_voxels=2)
     f0 = _sphere_frame(0)
@@ -100,7 +105,8 @@ def test_static_scene_matches_dense_reference():
         to_live = None if p is None else (lambda x, p=p: x @ p[:3, :3].T + p[:3, 3])
         integrate_dense(dense, f, cfg.trunc, cfg.max_weight, cfg.depth_min, cfg.depth_max, to_live, alloc)
         integrate_dense(full, f, cfg.trunc, cfg.max_weight, cfg.depth_min, cfg.depth_max, to_live)
-        integrate_dense(dmesh, f, cfg.mesh_trunc, cfg.max_weight, cfg.depth_min, cfg.depth_max, to_live, alloc)
+        integrate_dense(dmesh, f, cfg.mesh_trunc, cfg.max_weight, cfg.depth_min, cfg.depth_max, to_live, alloc,
+                        carve=_carve(f, cfg))
     _compare(vol, dense, full)
     _compare_mesh_channel(vol, dmesh)
     pts, nrm, _ = vol.surface_points()
@@ -142,7 +148,8 @@ def test_warped_integration_matches_dense_reference(backend):
     dense, full, dmesh = _dense_like(vol), _dense_like(vol), _dense_like(vol)
     vol.allocate(f0)
     integrate_dense(dense, f0, cfg.trunc, cfg.max_weight, cfg.depth_min, cfg.depth_max, None, _allocated_mask(vol))
-    integrate_dense(dmesh, f0, cfg.mesh_trunc, cfg.max_weight, cfg.depth_min, cfg.depth_max, None, _allocated_mask(vol))
+    integrate_dense(dmesh, f0, cfg.mesh_trunc, cfg.max_weight, cfg.depth_min, cfg.depth_max, None, _allocated_mask(vol),
+                    carve=_carve(f0, cfg))
     integrate_dense(full, f0, cfg.trunc, cfg.max_weight, cfg.depth_min, cfg.depth_max)
     vol.integrate(f0)
     centers = dense.centers().reshape(-1, 3).astype(np.float32)
@@ -162,7 +169,7 @@ def test_warped_integration_matches_dense_reference(backend):
         # the mesh channel: its own band and the check scaled to it, within the tracking channel's check
         mcheck = (*check[:3], cfg.warp_check * cfg.mesh_trunc)
         integrate_dense(dmesh, f, cfg.mesh_trunc, cfg.max_weight, cfg.depth_min, cfg.depth_max, warp, has & alloc,
-                        integrate_color=False, check=mcheck, check_wide=(cfg.trunc, check[3]))
+                        integrate_color=False, check=mcheck, check_wide=(cfg.trunc, check[3]), carve=_carve(f, cfg))
     _compare(vol, dense, full)
     _compare_mesh_channel(vol, dmesh)
 
@@ -292,3 +299,57 @@ def test_no_valid_depth_is_an_input_error():
     f = make_frame(0, sphere_depth(K, CENTER, RADIUS), K)
     with pytest.raises(InputError, match="no valid depth"):
         TSDFVolume.from_frame(f, VolumeConfig(depth_min=1.0, depth_max=2.0))
+
+
+@pytest.mark.parametrize("radius", [1.0, 1.5, 2.0, 3.0])
+def test_carve_depth_matches_reference(radius):
+    """The silhouette-carving map: nearest valid depth within `radius` pixels of every invalid pixel (the
+    numba kernel against the brute-force reference), on a sphere's silhouette plus random holes and depth
+    outside the valid range."""
+    from fusion.tsdf.kernels_nb import carve_depth
+
+    rng = np.random.default_rng(int(radius * 10))
+    d = _sphere_frame(0).depth.copy()
+    d[rng.random(d.shape) < 0.05] = 0.0
+    d[rng.random(d.shape) < 0.01] = 5.0  # beyond depth_max: invalid
+    got = carve_depth(np.ascontiguousarray(d, np.float32), radius, 0.1, 3.0)
+    ref = carve_depth_np(d, radius, 0.1, 3.0)
+    np.testing.assert_array_equal(got, ref)
+    valid = (d > 0) & (d <= 3.0)
+    assert not got[valid].any()  # valid pixels are never carved
+    carved = got > 0
+    assert carved.sum() > 100
+    # a carved pixel is at most `radius` from valid depth, and takes one of the valid depths around it
+    r = int(np.floor(radius))
+    for y, x in zip(*np.nonzero(carved)):
+        win = d[max(0, y - r):y + r + 1, max(0, x - r):x + r + 1]
+        assert got[y, x] in win[(win > 0) & (win <= 3.0)]
+
+
+def test_carving_changes_only_the_mesh_channel():
+    """Silhouette carving writes free space into the mesh channel beside the silhouette and nowhere else: the
+    tracking channel is the same bit for bit with and without it, and every voxel carving changed is free
+    space (+1) in front of the sphere, outside it."""
+    frames = [_sphere_frame(0), _sphere_frame(1)]
+    vols = {}
+    for cp in (0.0, 2.0):
+        cfg = VolumeConfig(voxel_size=0.01, trunc_voxels=4, mesh_trunc_voxels=2, carve_px=cp)
+        vol = TSDFVolume.from_frame(frames[0], cfg, backend="numba")
+        for f in frames:
+            vol.integrate(f)
+        vols[cp] = vol
+    off, on = vols[0.0], vols[2.0]
+    assert not off.config.carving and on.config.carving
+    to, tn = off.blocks("track"), on.blocks("track")
+    np.testing.assert_array_equal(to["coords"], tn["coords"])
+    np.testing.assert_array_equal(to["tsdf"], tn["tsdf"])
+    np.testing.assert_array_equal(to["weight"], tn["weight"])
+    mo, mn = off.blocks("mesh"), on.blocks("mesh")
+    changed = mo["weight"] != mn["weight"]
+    assert changed.sum() > 50
+    assert (mn["tsdf"][changed & (mo["weight"] == 0)] == 1.0).all()  # never-seen voxels become free space
+    centers = on.voxel_centers(np.arange(on.num_blocks))  # [B, bs^3, 3], the blocks' voxel order
+    r = np.linalg.norm(centers[changed.reshape(len(centers), -1)] - CENTER, axis=1)
+    assert r.min() > RADIUS - 0.5 * on.voxel_size  # outside the sphere (up to half a voxel)
+    with pytest.raises(InputError, match="carve_px"):
+        VolumeConfig(carve_px=-1)
