@@ -149,6 +149,7 @@ def bench_integration(frames: list[RGBDFrame], gt: Any, voxel: float = 0.01, tru
         "integrate_frames": len(ours),
         "integrate_resolution": f"{k.width}x{k.height}",
         "integrate_voxel_mm": voxel * 1e3,
+        "integrate_carve_px": cfg.carve_px if cfg.carving else 0.0,  # the mesh channel's silhouette carving
         "integrate_nodes": graph.num_nodes,
         "integrate_blocks": vol.num_blocks,
         "open3d_blocks": o3.num_blocks(),

@@ -86,8 +86,9 @@ def replay(recording: str, *, tracker: str = "classical", device: str = "auto", 
            progress: bool = True, trunc_voxels: float = 4.0, mesh_trunc_voxels: float = 2.0,
            features: str = "none", carve_px: float = 2.0) -> tuple[Any, dict]:
     """Run the fusion pipeline over a recording (truncations in voxels: the tracking channel's and the mesh
-    channel's, see `fusion.tsdf.volume`; carve_px: the mesh channel's silhouette carving; features: the classical tracker's keyframe features, see
-    `app.trackers.make_tracker`). Returns (pipeline, report dict)."""
+    channel's, see `fusion.tsdf.volume`; carve_px: the mesh channel's silhouette carving in pixels; features:
+    the classical tracker's keyframe features, see `app.trackers.make_tracker`). Returns (pipeline, report
+    dict)."""
     from app.trackers import make_tracker, resolve_device
     from fusion.errors import InputError
     from fusion.pipeline import FusionConfig, FusionPipeline
@@ -98,8 +99,8 @@ def replay(recording: str, *, tracker: str = "classical", device: str = "auto", 
     dev = resolve_device(device)
     gt = load_groundtruth_for(recording, gt_path)
     cfg = FusionConfig(voxel_size=voxel_size, trunc_voxels=trunc_voxels, mesh_trunc_voxels=mesh_trunc_voxels,
-                       carve_px=carve_px, processing_size=processing_size, depth_max=depth_max, node_coverage=node_coverage,
-                       max_frames=max_frames, device=dev, freeze_sequence_after=1 if sequence else None)
+                       carve_px=carve_px, processing_size=processing_size, depth_max=depth_max,
+                       node_coverage=node_coverage, max_frames=max_frames, device=dev, freeze_sequence_after=1 if sequence else None)
     est = make_tracker(tracker, dev, features)
     pipe = FusionPipeline(cfg, est)
     t0 = time.perf_counter()

@@ -60,8 +60,8 @@ class ReconstructionControls(QtWidgets.QWidget):
         self.mesh_trunc = _dspin(0.0, 20.0, 0.5, 1, " voxels", "Truncation band the mesh is extracted from: "
                                  "narrower keeps close surfaces apart (off: the tracker's band)")
         self.mesh_trunc.setSpecialValueText("off")
-        self.carve = _dspin(0.0, 8.0, 0.5, 1, " px", "Silhouette carving of the mesh: pixels without depth this close to "
-                            "the object mark free space beside it, closing surface seen edge-on")
+        self.carve = _dspin(0.0, 8.0, 0.5, 1, " px", "Silhouette carving of the mesh: pixels without depth this "
+                            "close to the object mark free space beside it, closing surface seen edge-on")
         self.carve.setSpecialValueText("off")
         self.depth_min = _dspin(0.0, 10.0, 0.05, 2, " m", "Nearer depth is ignored")
         self.depth_max = _dspin(0.1, 20.0, 0.1, 2, " m", "Farther depth is ignored")

@@ -134,7 +134,8 @@ class ReconSettings:
 
         return FusionConfig(
             voxel_size=self.voxel_size, trunc_voxels=self.trunc_voxels, mesh_trunc_voxels=self.mesh_trunc_voxels,
-            carve_px=self.carve_px, depth_min=self.depth_min, depth_max=self.depth_max, node_coverage=self.node_coverage,
+            carve_px=self.carve_px, depth_min=self.depth_min, depth_max=self.depth_max,
+            node_coverage=self.node_coverage,
             processing_size=self.processing_size, memory_budget_gb=self.memory_budget_gb, device=self.device,
             freeze_sequence_after=self.sequence_after or None,
         )

@@ -260,10 +260,10 @@ def update_t(vol: "TSDFVolume", frame: RGBDFrame, depth: np.ndarray, aff: np.nda
             if use_carve:
                 cz = carve_img[r, u]
                 free = in_view & ~((d > 0) & (d >= cfg.depth_min) & (d <= cfg.depth_max)) & (cz > 0) & (z <= cz)
+                cw = float(cfg.carve_weight)
                 wm_old = vol.weight_mesh[ids]
-                wm_new = wm_old + float(cfg.carve_weight)
-                vol.tsdf_mesh[ids] = torch.where(free, (vol.tsdf_mesh[ids] * wm_old + float(cfg.carve_weight)) / wm_new,
-                                                 vol.tsdf_mesh[ids])
+                wm_new = wm_old + cw
+                vol.tsdf_mesh[ids] = torch.where(free, (vol.tsdf_mesh[ids] * wm_old + cw) / wm_new, vol.tsdf_mesh[ids])
                 vol.weight_mesh[ids] = torch.where(free, torch.clamp(wm_new, max=float(cfg.max_weight)), wm_old)
         total += int(ok.sum())
     return total
