@@ -14,6 +14,7 @@ configured tracker given the exact live position of every model sample the frame
     .venv/bin/python bench/scene_sweep.py --config '{"features": "sift"}' --compare
     .venv/bin/python bench/scene_sweep.py --config '{"arap_huber": 0.01}' --scenes humanoid --seeds 0-4
     .venv/bin/python bench/scene_sweep.py --motion perfect-visible --scenes humanoid --compare
+    .venv/bin/python bench/scene_sweep.py --fusion '{"model_channel": "mesh"}' --compare
 
 Nested settings (`feature_match`, `flow_match`) are given as JSON objects.
 """
@@ -71,13 +72,13 @@ def estimator_factory(spec: dict[str, Any], motion: str = "tracker"):
 
 
 def sweep(spec: dict[str, Any], scenes: list[str], seeds: list[int], frames: int = 90,
-          motion: str = "tracker") -> dict[str, list[dict]]:
+          motion: str = "tracker", fusion: dict[str, Any] | None = None) -> dict[str, list[dict]]:
     """{scene: [scene_run result per seed]} for the tracker configuration `spec` (and `motion`, see
-    `estimator_factory`)."""
+    `estimator_factory`; `fusion`: FusionConfig settings)."""
     from fusion.bench_fusion import scene_run
 
     make = estimator_factory(spec, motion)
-    return {name: [scene_run(name, frames, make, seed=s) for s in seeds] for name in scenes}
+    return {name: [scene_run(name, frames, make, seed=s, fusion=fusion) for s in seeds] for name in scenes}
 
 
 def _seeds(text: str) -> list[int]:
@@ -105,21 +106,30 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--motion", default="tracker", choices=MOTIONS,
                     help="what moves the model: the tracker, the ground truth, or the tracker given perfect "
                          "correspondences for the samples the frame sees / for all samples")
+    ap.add_argument("--fusion", default="{}", help='FusionConfig settings as a JSON object, e.g. {"carve_px": 0}')
     ap.add_argument("--compare", action="store_true", help="also run the plain tracker with default settings")
     args = ap.parse_args(argv)
+    from fusion.errors import InputError
+    from fusion.pipeline import FusionConfig, FusionPipeline
+
     try:
         spec = json.loads(args.config)
         if not isinstance(spec, dict):
             raise ValueError("--config must be a JSON object")
         tracker_config(spec)
+        fusion_spec = json.loads(args.fusion)
+        if not isinstance(fusion_spec, dict):
+            raise ValueError("--fusion must be a JSON object")
+        FusionPipeline(FusionConfig(**fusion_spec))  # unknown or bad settings fail here, before any run
         seeds = _seeds(args.seeds)
-    except (ValueError, TypeError) as e:
+    except (ValueError, TypeError, InputError) as e:
         print(f"scene_sweep: {e}", file=sys.stderr)
         return 2
     scenes = [s for s in args.scenes.split(",") if s]
-    runs = sweep(spec, scenes, seeds, args.frames, args.motion)
+    runs = sweep(spec, scenes, seeds, args.frames, args.motion, fusion_spec)
     base = sweep({}, scenes, seeds, args.frames) if args.compare else None
-    print(f"config {json.dumps(spec)}, motion {args.motion}, seeds {seeds}, {args.frames} frames at 320x240")
+    print(f"config {json.dumps(spec)}, fusion {json.dumps(fusion_spec)}, motion {args.motion}, seeds {seeds}, "
+          f"{args.frames} frames at 320x240")
     for name in scenes:
         print(name)
         for key in KEYS:

@@ -239,10 +239,11 @@ def run_bench(quick: bool) -> dict[str, Any]:
 
 
 def scene_run(name: str, n_frames: int, make_estimator: Callable[[Any], MotionEstimator],
-              size: tuple[int, int] = (320, 240), voxel: float = 0.01, seed: int | None = None) -> dict[str, Any]:
+              size: tuple[int, int] = (320, 240), voxel: float = 0.01, seed: int | None = None,
+              fusion: dict[str, Any] | None = None) -> dict[str, Any]:
     """One synthetic scene (the bundled sample's settings with `name` swapped in: "cloth", "cylinder",
     "humanoid"; `seed`: another draw of its random motion), n_frames rendered at 640x480 and fused at `size`
-    with `make_estimator(gt)`.
+    with `make_estimator(gt)` (`fusion`: other `FusionConfig` settings).
 
     Returns geometry_error_mm / deformation_error_mm (and deformation_error_visible_mm: over the vertices each
     frame sees) against the ground truth, frames skipped, fps (wall),
@@ -252,7 +253,7 @@ def scene_run(name: str, n_frames: int, make_estimator: Callable[[Any], MotionEs
     from fusion.pipeline import FusionConfig, FusionPipeline
 
     scene, gt = scene_and_truth(name, n_frames, seed=seed)
-    pipe = FusionPipeline(FusionConfig(voxel_size=voxel, processing_size=size), make_estimator(gt))
+    pipe = FusionPipeline(FusionConfig(voxel_size=voxel, processing_size=size, **(fusion or {})), make_estimator(gt))
     seen = {"nodes_first": None, "finite": True, "last": None}
 
     def frames():  # rendered one at a time: 300 frames at 640x480 would not fit comfortably in memory

@@ -71,6 +71,10 @@ class FusionConfig:
     """canonical surface samples handed to the tracker (evenly subsampled)"""
     min_weight: float = 1.0
     """voxels with less fusion weight are not part of the surface (model and meshes)"""
+    model_channel: str = "track"
+    """TSDF channel the tracker's model samples come from: "track" (the wide band the graph is built on) or
+    "mesh" (the narrow, carved channel meshes come from; measured, not the default: see
+    docs/dev/tracker_experiments.md, eighth round)"""
     extend_graph: bool = True
     """insert graph nodes where new surface appears"""
     max_weight: float = 64.0
@@ -233,6 +237,8 @@ class FusionPipeline:
 
     def __init__(self, config: FusionConfig, estimator: MotionEstimator | None = None,
                  on_frame: Callable[[FrameResult], None] | None = None) -> None:
+        if config.model_channel not in ("track", "mesh"):
+            raise InputError(f"model_channel must be track or mesh, got {config.model_channel!r}")
         self.config = config
         self.estimator: MotionEstimator = estimator if estimator is not None else IdentityMotion()
         self.on_frame = on_frame
@@ -335,7 +341,7 @@ class FusionPipeline:
         self.volume.set_graph(g)
 
     def _refresh_model(self) -> None:
-        pts, nrm, col = self.volume.surface_points(self.config.min_weight)
+        pts, nrm, col = self.volume.surface_points(self.config.min_weight, channel=self.config.model_channel)
         idx = _subsample(len(pts), self.config.max_model_points)
         pts, nrm, col = pts[idx], nrm[idx], col[idx]
         if self.graph.num_nodes:

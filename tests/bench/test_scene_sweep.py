@@ -29,6 +29,12 @@ def test_short_sweep_prints_per_seed_figures_and_means(sweep_mod, capsys):
     assert "cloth" in out and out.count("(mean ") == 3
     row = next(line for line in out.splitlines() if "deformation_error_mm " in line)
     assert len(row.split("(mean")[0].split(" / ")) == 2  # one figure per seed
+    # FusionConfig settings reach the runs: without the mesh channel the geometry figure changes
+    assert sweep_mod.main(["--fusion", '{"mesh_trunc_voxels": 0}', "--scenes", "cloth", "--seeds", "0",
+                           "--frames", "4"]) == 0
+    out2 = capsys.readouterr().out
+    geo = [next(x for x in o.splitlines() if "geometry_error_mm " in x).split()[2] for o in (out, out2)]
+    assert '"mesh_trunc_voxels": 0' in out2 and geo[0] != geo[1]
 
 
 def test_ground_truth_and_perfect_correspondence_runs(sweep_mod, capsys):
@@ -47,8 +53,11 @@ def test_ground_truth_and_perfect_correspondence_runs(sweep_mod, capsys):
 def test_bad_config_is_one_line_and_exit_2(sweep_mod, capsys):
     assert sweep_mod.main(["--config", '{"lambda_icpp": 1}']) == 2
     assert sweep_mod.main(["--config", "[1, 2]"]) == 2
+    assert sweep_mod.main(["--fusion", '{"carve": 1}']) == 2
+    assert sweep_mod.main(["--fusion", '{"model_channel": "both"}']) == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 2 and "lambda_icpp" in err[0] and "Traceback" not in "".join(err)
+    assert len(err) == 4 and "lambda_icpp" in err[0] and "model_channel" in err[3]
+    assert "Traceback" not in "".join(err)
     cfg = sweep_mod.tracker_config({"features": "sift", "feature_match": {"gate_px": 5.0}})
     assert cfg.features == "sift" and cfg.feature_match.gate_px == 5.0
 

@@ -206,3 +206,21 @@ def test_silhouette_carving_closes_surface_seen_edge_on():
     assert on["geometry_completeness_mm"] < 0.7 * off["geometry_completeness_mm"], (on, off)
     assert on["geometry_accuracy_mm"] < off["geometry_accuracy_mm"] + 0.2, (on, off)
     assert on["geometry_error_mm"] < 0.8 * off["geometry_error_mm"], (on, off)
+
+
+def test_model_channel_chooses_where_the_tracker_model_comes_from():
+    """FusionConfig.model_channel: the tracker's model samples are the surface of the tracking channel
+    (default) or of the narrow, carved mesh channel; anything else is refused up front."""
+    from fusion.pipeline import _subsample
+
+    frames, gt = _scene(3)
+    surfaces = {}
+    for channel in ("track", "mesh"):
+        pipe = FusionPipeline(FusionConfig(voxel_size=0.01, model_channel=channel), GroundTruthMotion(gt))
+        pipe.run(frames)
+        pts, _, _ = pipe.volume.surface_points(pipe.config.min_weight, channel=channel)
+        np.testing.assert_array_equal(pipe.model["points"], pts[_subsample(len(pts), pipe.config.max_model_points)])
+        surfaces[channel] = pts
+    assert len(surfaces["track"]) != len(surfaces["mesh"])  # the channels differ, so the test tells them apart
+    with pytest.raises(InputError, match="model_channel"):
+        FusionPipeline(FusionConfig(model_channel="both"))
