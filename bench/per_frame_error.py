@@ -32,7 +32,8 @@ def per_frame(scene: str, seed: int, frames: int, motion: str, spec: dict[str, A
     from scene_sweep import estimator_factory
 
     sc, gt = scene_and_truth(scene, frames, seed=seed)
-    pipe = FusionPipeline(FusionConfig(voxel_size=0.01, processing_size=(320, 240)), estimator_factory(spec, motion)(gt))
+    make = estimator_factory(spec, motion)
+    pipe = FusionPipeline(FusionConfig(voxel_size=0.01, processing_size=(320, 240)), make(gt))
     pipe.run((sc.render(i) for i in range(frames)), groundtruth=gt)
     rows = []
     for idx, err, vis in pipe.deformation_errors(gt):
@@ -78,7 +79,7 @@ def plot(curves: dict[str, list[dict[str, float]]], title: str, path: Path) -> N
 
 def main(argv: list[str] | None = None) -> int:
     """Print the per-frame table (and write the plot); returns the exit code (2 on bad arguments)."""
-    from scene_sweep import MOTIONS, tracker_config
+    from scene_sweep import MOTIONS, json_object, tracker_config
 
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--scene", default="humanoid", choices=("cloth", "cylinder", "humanoid"))
@@ -92,9 +93,7 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     motions = [m for m in args.motions.split(",") if m]
     try:
-        spec = json.loads(args.config)
-        if not isinstance(spec, dict):
-            raise ValueError("--config must be a JSON object")
+        spec = json_object(args.config, "--config")
         tracker_config(spec)
         bad = [m for m in motions if m not in MOTIONS]
         if bad or not motions:

@@ -32,6 +32,14 @@ KEYS = ("deformation_error_mm", "geometry_error_mm", "deformation_error_visible_
 MOTIONS = ("tracker", "oracle", "perfect-visible", "perfect-all")
 
 
+def json_object(text: str, flag: str) -> dict[str, Any]:
+    """The JSON object given to `flag` (ValueError when it is not valid JSON or not an object)."""
+    value = json.loads(text)  # json.JSONDecodeError is a ValueError
+    if not isinstance(value, dict):
+        raise ValueError(f"{flag} must be a JSON object")
+    return value
+
+
 def tracker_config(spec: dict[str, Any]):
     """ClassicalTrackerConfig from a JSON-like dict (nested dataclass settings as dicts); ValueError on unknown
     keys."""
@@ -110,17 +118,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--compare", action="store_true", help="also run the plain tracker with default settings")
     args = ap.parse_args(argv)
     from fusion.errors import InputError
-    from fusion.pipeline import FusionConfig, FusionPipeline
+    from fusion.pipeline import FusionConfig
 
     try:
-        spec = json.loads(args.config)
-        if not isinstance(spec, dict):
-            raise ValueError("--config must be a JSON object")
+        spec = json_object(args.config, "--config")
         tracker_config(spec)
-        fusion_spec = json.loads(args.fusion)
-        if not isinstance(fusion_spec, dict):
-            raise ValueError("--fusion must be a JSON object")
-        FusionPipeline(FusionConfig(**fusion_spec))  # unknown or bad settings fail here, before any run
+        fusion_spec = json_object(args.fusion, "--fusion")
+        FusionConfig(**fusion_spec)  # unknown or bad settings fail here, before any run
         seeds = _seeds(args.seeds)
     except (ValueError, TypeError, InputError) as e:
         print(f"scene_sweep: {e}", file=sys.stderr)

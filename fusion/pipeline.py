@@ -93,6 +93,10 @@ class FusionConfig:
     warp_check: float = 0.5
     """warp-consistency check of non-rigid integration, in truncation distances (0 disables; see VolumeConfig)"""
 
+    def __post_init__(self) -> None:
+        if self.model_channel not in ("track", "mesh"):
+            raise InputError(f"model_channel must be track or mesh, got {self.model_channel!r}")
+
     def volume_config(self) -> VolumeConfig:
         """The TSDF volume options implied by this config."""
         return VolumeConfig(
@@ -237,8 +241,6 @@ class FusionPipeline:
 
     def __init__(self, config: FusionConfig, estimator: MotionEstimator | None = None,
                  on_frame: Callable[[FrameResult], None] | None = None) -> None:
-        if config.model_channel not in ("track", "mesh"):
-            raise InputError(f"model_channel must be track or mesh, got {config.model_channel!r}")
         self.config = config
         self.estimator: MotionEstimator = estimator if estimator is not None else IdentityMotion()
         self.on_frame = on_frame

@@ -784,10 +784,12 @@ class ClassicalTracker:
         return self._key_features
 
     def _feature_matches(self, inp: TrackingInput, gray: np.ndarray, p: torch.Tensor, an: torch.Tensor,
-                         aw: torch.Tensor, nodes: torch.Tensor, rot: torch.Tensor, tr: torch.Tensor, stats: dict) -> tuple | None:
-        """Keyframe feature matches of the live frame (its grey image gray uint8 [H,W]), gated at the estimate (rot, tr): (canonical points
-        [C,3], anchors [C,4], weights [C,4], live pixels [C,2], live depths [C]) as float64 / int64 tensors,
-        or None; counts them in stats["feature_matches"] and the time in stats["feature_ms"]."""
+                         aw: torch.Tensor, nodes: torch.Tensor, rot: torch.Tensor, tr: torch.Tensor,
+                         stats: dict) -> tuple | None:
+        """Keyframe feature matches of the live frame (its grey image gray uint8 [H,W]), gated at the estimate
+        (rot, tr): (canonical points [C,3], anchors [C,4], weights [C,4], live pixels [C,2], live depths [C])
+        as float64 / int64 tensors, or None; counts them in stats["feature_matches"] and the time in
+        stats["feature_ms"]."""
         from fusion.graph import skinning
 
         t1 = time.perf_counter()
@@ -877,4 +879,5 @@ class ClassicalTracker:
         an = torch.from_numpy(np.ascontiguousarray(inp.model_anchors[ids], np.int64))
         aw = t64(inp.model_weights[ids])
         nodes = t64(inp.graph.nodes)
-        return nnrt_terms(p, an, aw, nodes, t64(corr.target_uv), t64(corr.target_depth), t64(corr.weights), k, l2d, ldep)
+        return nnrt_terms(p, an, aw, nodes, t64(corr.target_uv), t64(corr.target_depth), t64(corr.weights), k,
+                          l2d, ldep)

@@ -23,6 +23,7 @@ from typing import Any
 
 import numpy as np
 
+from fusion.camera import project
 from fusion.motion import TrackingInput, TrackingResult
 from tracker.classical import ClassicalTracker, ClassicalTrackerConfig, Correspondences
 
@@ -94,10 +95,8 @@ class PerfectCorrespondenceTracker(ClassicalTracker):
         offset = np.einsum("mj,mj->m", pts - closest, _unit_normals(v_can))
         live = np.einsum("mk,mkj->mj", bary, v_live) + offset[:, None] * _unit_normals(v_live)
         k = inp.frame.intrinsics
-        z = live[:, 2]
-        with np.errstate(divide="ignore", invalid="ignore"):
-            u = k.fx * live[:, 0] / z + k.cx
-            v = k.fy * live[:, 1] / z + k.cy
+        uv, z = project(live, k)
+        u, v = uv[:, 0], uv[:, 1]
         ok = (np.linalg.norm(closest - pts, axis=1) <= self.max_offset) & (z > 1e-6)
         ok &= inp.model_anchors[:, 0] >= 0
         if self.mode == "visible":

@@ -12,6 +12,7 @@ from app.gui.messages import notify
 from app.gui.settings import PRESETS, PROCESSING_SIZES, TRACKERS, ReconSettings, load_preset, save_preset
 from app.trackers import FEATURES
 from fusion.errors import InputError
+from fusion.tsdf.volume import DEPTH_TILE
 
 
 def _dspin(lo: float, hi: float, step: float, decimals: int, suffix: str, tip: str) -> QtWidgets.QDoubleSpinBox:
@@ -60,7 +61,7 @@ class ReconstructionControls(QtWidgets.QWidget):
         self.mesh_trunc = _dspin(0.0, 20.0, 0.5, 1, " voxels", "Truncation band the mesh is extracted from: "
                                  "narrower keeps close surfaces apart (off: the tracker's band)")
         self.mesh_trunc.setSpecialValueText("off")
-        self.carve = _dspin(0.0, 8.0, 0.5, 1, " px", "Silhouette carving of the mesh: pixels without depth this "
+        self.carve = _dspin(0.0, float(DEPTH_TILE), 0.5, 1, " px", "Silhouette carving of the mesh: pixels without depth this "
                             "close to the object mark free space beside it, closing surface seen edge-on")
         self.carve.setSpecialValueText("off")
         self.depth_min = _dspin(0.0, 10.0, 0.05, 2, " m", "Nearer depth is ignored")

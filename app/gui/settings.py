@@ -73,9 +73,11 @@ class ReconSettings:
         m = self.mesh_trunc_voxels
         if not (isinstance(m, (int, float)) and math.isfinite(m) and (m == 0 or m >= 1)):
             raise InputError(f"mesh_trunc_voxels must be 0 (off) or at least 1 voxel, got {m!r}")
+        from fusion.tsdf.volume import DEPTH_TILE  # the carving radius limit (VolumeConfig.carve_px)
+
         c = self.carve_px
-        if not (isinstance(c, (int, float)) and 0 <= c <= 8):
-            raise InputError(f"carve_px must be a number of pixels in [0, 8], got {c!r}")
+        if not (isinstance(c, (int, float)) and 0 <= c <= DEPTH_TILE):
+            raise InputError(f"carve_px must be a number of pixels in [0, {DEPTH_TILE}], got {c!r}")
         if not 0 <= self.depth_min < self.depth_max:
             raise InputError(f"depth range [{self.depth_min}, {self.depth_max}] m is empty")
         from app.trackers import FEATURES

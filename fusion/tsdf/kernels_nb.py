@@ -15,6 +15,7 @@ for allocation blends per-node inverse affine maps.
 from __future__ import annotations
 
 import contextlib
+import functools
 from typing import Iterator
 
 import numba
@@ -483,13 +484,17 @@ def mark_new_blocks(cands: np.ndarray, index: np.ndarray) -> np.ndarray:
 # visibility
 
 
+@functools.lru_cache(maxsize=8)
 def carve_offsets(radius: float) -> np.ndarray:
     """Pixel offsets (dy, dx) within `radius` pixels, nearest first, ties in row-major order: int64 [K, 2]
-    (K = 0 for radius < 1). The first valid pixel at p + offset is p's nearest valid pixel."""
+    (K = 0 for radius < 1; cached per radius, read-only). The first valid pixel at p + offset is p's nearest
+    valid pixel."""
     rad = int(np.floor(radius))
     o = sorted((dy * dy + dx * dx, dy, dx) for dy in range(-rad, rad + 1) for dx in range(-rad, rad + 1)
                if 0 < dy * dy + dx * dx <= radius * radius)
-    return np.array([(dy, dx) for _, dy, dx in o], np.int64).reshape(-1, 2)
+    out = np.array([(dy, dx) for _, dy, dx in o], np.int64).reshape(-1, 2)
+    out.setflags(write=False)
+    return out
 
 
 @njit(cache=True, nogil=True)

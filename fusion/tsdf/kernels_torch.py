@@ -181,7 +181,7 @@ def update_t(vol: "TSDFVolume", frame: RGBDFrame, depth: np.ndarray, aff: np.nda
              carve: np.ndarray | None = None) -> int:
     """Projective TSDF update of all allocated blocks (torch twin of `kernels_nb.integrate_blocks`, including
     its warp-consistency check and the mesh channel's silhouette carving: carve float32 [H, W] from
-    `kernels_nb.carve_depth`, None or another shape = off)."""
+    `kernels_nb.carve_depth`; None or any other shape: off)."""
     cfg = vol.config
     k = frame.intrinsics
     dev = vol.device

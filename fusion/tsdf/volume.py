@@ -188,11 +188,6 @@ def _inverse_affine_from_motion(graph: DeformationGraph, motion: GraphMotion) ->
     return wn.astype(np.float32), inv
 
 
-def _or_off(carve: np.ndarray | None) -> np.ndarray:
-    """integrate_blocks' carve argument: the map, or a 1x1 array (carving off)."""
-    return np.zeros((1, 1), np.float32) if carve is None else carve
-
-
 def _pose34(pose: np.ndarray | None) -> np.ndarray:
     """A camera <- canonical pose (4x4 or 3x4, None = identity) as float32 [3, 4]."""
     if pose is None:
@@ -698,15 +693,16 @@ class TSDFVolume:
                 bool(cfg.integrate_color), k.fx, k.fy, k.cx, k.cy, self.origin, self.voxel_size, self.bs, self.trunc,
                 cfg.max_weight, cfg.depth_min, cfg.depth_max, chk_pts, chk_pix, int(chk_stride), float(chk_dist),
                 self.tsdf_mesh, self.weight_mesh, float(cfg.mesh_trunc) if cfg.mesh_channel else 0.0,
-                _or_off(self._carve_map(depth, tiles)), float(cfg.carve_weight),
+                self._carve_map(depth, tiles), float(cfg.carve_weight),
             )
 
-    def _carve_map(self, depth: np.ndarray, tiles: np.ndarray | None = None) -> np.ndarray | None:
+    def _carve_map(self, depth: np.ndarray, tiles: np.ndarray | None = None) -> np.ndarray:
         """The silhouette-carving map of a depth image (`kernels_nb.carve_depth`, float32 [H, W]; a buffer the
-        next frame reuses) or None when the mesh channel is not carved. tiles: its `depth_tiles` when at hand."""
+        next frame reuses), or a 1x1 zero array, which both update kernels take as "off", when the mesh
+        channel is not carved. tiles: its `depth_tiles` when at hand."""
         cfg = self.config
         if not cfg.carving:
-            return None
+            return np.zeros((1, 1), np.float32)
         self._carve_buf = nb.carve_depth(depth, cfg.carve_px, cfg.depth_min, cfg.depth_max, DEPTH_TILE, tiles,
                                          self._carve_buf)
         return self._carve_buf
