@@ -339,6 +339,78 @@ def knn_grid_query(
     return found
 
 
+@njit(cache=True, nogil=True)
+def cell_candidates(points: np.ndarray, dims: np.ndarray, start: np.ndarray, items: np.ndarray) -> tuple:
+    """For every cell of a `build_point_grid` grid, the points of the 3x3x3 cells around it, in the order
+    `knn_grid_query` scans them, stored contiguously so that a query inside the grid reads one list.
+
+    Returns (cstart int64 [C + 1], cidx int64 [L], cxyz float32 [L, 3]): cell c's candidates are
+    cidx[cstart[c]:cstart[c + 1]], with their coordinates in cxyz (L <= 27 N).
+    """
+    ncell = dims[0] * dims[1] * dims[2]
+    cstart = np.zeros(ncell + 1, np.int64)
+    for ix in range(dims[0]):  # the list lengths
+        for iy in range(dims[1]):
+            for iz in range(dims[2]):
+                cnt = 0
+                for a in range(max(ix - 1, 0), min(ix + 2, dims[0])):
+                    for b in range(max(iy - 1, 0), min(iy + 2, dims[1])):
+                        for c in range(max(iz - 1, 0), min(iz + 2, dims[2])):
+                            cc = (a * dims[1] + b) * dims[2] + c
+                            cnt += start[cc + 1] - start[cc]
+                cstart[(ix * dims[1] + iy) * dims[2] + iz + 1] = cnt
+    for cc in range(ncell):
+        cstart[cc + 1] += cstart[cc]
+    cidx = np.empty(cstart[ncell], np.int64)
+    cxyz = np.empty((cstart[ncell], 3), points.dtype)
+    for ix in range(dims[0]):  # the lists, in knn_grid_query's scan order
+        for iy in range(dims[1]):
+            for iz in range(dims[2]):
+                pos = cstart[(ix * dims[1] + iy) * dims[2] + iz]
+                for a in range(max(ix - 1, 0), min(ix + 2, dims[0])):
+                    for b in range(max(iy - 1, 0), min(iy + 2, dims[1])):
+                        for c in range(max(iz - 1, 0), min(iz + 2, dims[2])):
+                            cc = (a * dims[1] + b) * dims[2] + c
+                            for s in range(start[cc], start[cc + 1]):
+                                n = items[s]
+                                cidx[pos] = n
+                                cxyz[pos, 0] = points[n, 0]
+                                cxyz[pos, 1] = points[n, 1]
+                                cxyz[pos, 2] = points[n, 2]
+                                pos += 1
+    return cstart, cidx, cxyz
+
+
+@njit(fastmath=True, cache=True, nogil=True)
+def knn_list_query(
+    qx: float, qy: float, qz: float, lo: int, hi: int, cidx: np.ndarray, cxyz: np.ndarray, k: int,
+    out_idx: np.ndarray, out_d2: np.ndarray,
+) -> int:
+    """The up-to-`k` nearest to q of the candidates cidx[lo:hi] (coordinates cxyz[lo:hi]), with the same
+    arithmetic and tie order as `knn_grid_query` over the same points. Fills out_idx / out_d2 (ascending);
+    returns how many were found."""
+    found = 0
+    for s in range(lo, hi):
+        dx = cxyz[s, 0] - qx
+        dy = cxyz[s, 1] - qy
+        dz = cxyz[s, 2] - qz
+        d2 = dx * dx + dy * dy + dz * dz
+        if found < k:
+            pos = found
+            found += 1
+        elif d2 < out_d2[k - 1]:
+            pos = k - 1
+        else:
+            continue
+        while pos > 0 and out_d2[pos - 1] > d2:
+            out_d2[pos] = out_d2[pos - 1]
+            out_idx[pos] = out_idx[pos - 1]
+            pos -= 1
+        out_d2[pos] = d2
+        out_idx[pos] = cidx[s]
+    return found
+
+
 @njit(parallel=True, fastmath=True, cache=True, nogil=True)
 def inverse_warp_points(
     live: np.ndarray, warped_nodes: np.ndarray, inv_aff: np.ndarray, sigma: float, cell: float, group: int
@@ -355,6 +427,7 @@ def inverse_warp_points(
     m = live.shape[0]
     out = np.empty((m, 3), np.float32)
     gmin, dims, start, items = build_point_grid(warped_nodes, cell)
+    cstart, cidx, cxyz = cell_candidates(warped_nodes, dims, start, items)
     inv2s2 = 1.0 / (2.0 * sigma * sigma)
     ng = m // group
     chunk = 256  # groups per task: the scratch arrays are allocated once per chunk, not once per group
@@ -365,7 +438,15 @@ def inverse_warp_points(
         for gi in range(ci * chunk, min(ng, ci * chunk + chunk)):
             c = gi * group + group // 2
             qx, qy, qz = live[c, 0], live[c, 1], live[c, 2]
-            nf = knn_grid_query(qx, qy, qz, warped_nodes, gmin, dims, start, items, cell, 4, idx, d2)
+            ix = int(np.floor((qx - gmin[0]) / cell))
+            iy = int(np.floor((qy - gmin[1]) / cell))
+            iz = int(np.floor((qz - gmin[2]) / cell))
+            nf = 0
+            if 0 <= ix < dims[0] and 0 <= iy < dims[1] and 0 <= iz < dims[2]:  # the cell's candidate list
+                cc = (ix * dims[1] + iy) * dims[2] + iz
+                nf = knn_list_query(qx, qy, qz, cstart[cc], cstart[cc + 1], cidx, cxyz, 4, idx, d2)
+            if nf == 0:  # outside the grid, or no point around: the general query (brute force when none)
+                nf = knn_grid_query(qx, qy, qz, warped_nodes, gmin, dims, start, items, cell, 4, idx, d2)
             t[:] = 0.0
             ws = 0.0
             for a in range(nf):
@@ -526,23 +607,46 @@ def carve_depth(depth: np.ndarray, radius: float, dmin: float, dmax: float, tile
         out = np.empty(d.shape, np.float32)
     if tiles is None:
         tiles = depth_tiles(d, tile, dmin, dmax)
-    _carve_depth_nb(d, near_tiles(tiles), int(tile), carve_offsets(radius), float(dmin), float(dmax), out)
+    _carve_depth_nb(d, tiles, near_tiles(tiles), int(tile), carve_offsets(radius), float(dmin), float(dmax), out)
     return out
 
 
 @njit(parallel=True, cache=True, nogil=True)
-def _carve_depth_nb(depth, near, tile, offs, dmin, dmax, out):  # pragma: no cover - compiled
+def _carve_depth_nb(depth, tiles, near, tile, offs, dmin, dmax, out):  # pragma: no cover - compiled
     """`carve_depth` into out: per pixel of a near tile without valid depth, the first valid pixel at
-    (r, c) + offs[k] (offsets nearest first)."""
+    (r, c) + offs[k] (offsets nearest first). In a tile without valid depth, only pixels within the offsets'
+    reach (rad = max |offset| per axis) of a neighbour tile that has valid depth can find one: the others
+    are not searched."""
     h, w = depth.shape
+    th, tw = tiles.shape
+    rad = 0
+    for k in range(offs.shape[0]):
+        rad = max(rad, abs(offs[k, 0]), abs(offs[k, 1]))
     for r in prange(h):
         ty = r // tile
+        ly = r - ty * tile
+        up = ly < rad and ty > 0
+        down = ly >= tile - rad and ty + 1 < th
         for c in range(w):
             out[r, c] = 0.0
-        for tx in range(near.shape[1]):
+        for tx in range(tw):
             if not near[ty, tx]:
                 continue
+            empty = tiles[ty, tx] <= 0
+            row_any = left = right = False
+            if empty:  # which neighbour tiles with depth this row can reach
+                row_any = (up and tiles[ty - 1, tx] > 0) or (down and tiles[ty + 1, tx] > 0)
+                left = tx > 0 and (tiles[ty, tx - 1] > 0 or (up and tiles[ty - 1, tx - 1] > 0)
+                                   or (down and tiles[ty + 1, tx - 1] > 0))
+                right = tx + 1 < tw and (tiles[ty, tx + 1] > 0 or (up and tiles[ty - 1, tx + 1] > 0)
+                                         or (down and tiles[ty + 1, tx + 1] > 0))
+                if not (row_any or left or right):
+                    continue
             for c in range(tx * tile, min(w, tx * tile + tile)):
+                if empty and not row_any:
+                    lx = c - tx * tile
+                    if not ((left and lx < rad) or (right and lx >= tile - rad)):
+                        continue
                 d = depth[r, c]
                 if d > 0 and d >= dmin and d <= dmax:
                     continue

@@ -353,3 +353,46 @@ def test_carving_changes_only_the_mesh_channel():
     assert r.min() > RADIUS - 0.5 * on.voxel_size  # outside the sphere (up to half a voxel)
     with pytest.raises(InputError, match="carve_px"):
         VolumeConfig(carve_px=-1)
+
+
+def _inverse_warp_np(live: np.ndarray, wn: np.ndarray, inv: np.ndarray, sigma: float, cell: float,
+                     group: int) -> np.ndarray:
+    """`kernels_nb.inverse_warp_points` spelled out: per group, the 4 nearest warped nodes among the grid
+    cells around its middle point (the nearest node overall when none), blended inverse transforms."""
+    lo = wn.min(0)
+    dims = np.maximum(1, np.floor((wn.max(0) - lo) / cell).astype(int) + 1)
+    ncell = np.minimum(dims - 1, ((wn - lo) / cell).astype(int))
+    out = np.empty_like(live)
+    for g in range(len(live) // group):
+        q = live[g * group + group // 2].astype(np.float64)
+        qc = np.floor((q - lo) / cell).astype(int)
+        near = np.all(np.abs(ncell - qc) <= 1, axis=1)
+        d2 = ((wn.astype(np.float64) - q) ** 2).sum(1)
+        cand = np.flatnonzero(near)
+        if len(cand) == 0:
+            cand = np.array([np.argmin(d2)])
+        cand = cand[np.argsort(d2[cand], kind="stable")][:4]
+        w = np.exp(-(d2[cand] - d2[cand[0]]) / (2 * sigma * sigma))
+        t = (w[:, None, None] * inv[cand].astype(np.float64)).sum(0) / w.sum()
+        pts = live[g * group:(g + 1) * group].astype(np.float64)
+        out[g * group:(g + 1) * group] = pts @ t[:, :3].T + t[:, 3]
+    return out
+
+
+def test_inverse_warp_points_matches_reference():
+    """The live -> canonical inverse warp used by allocation (cell candidate lists, with the general grid
+    query for points outside the node grid) equals the plain search over the same grid cells."""
+    from fusion.tsdf import kernels_nb as nb
+
+    rng = np.random.default_rng(3)
+    wn = rng.uniform([-0.3, -0.4, 0.8], [0.3, 0.4, 1.2], (90, 3)).astype(np.float32)
+    rot = Rotation.from_rotvec(rng.normal(0, 0.2, (90, 3))).as_matrix()
+    inv = np.concatenate([rot, rng.normal(0, 0.05, (90, 3, 1))], 2).astype(np.float32)
+    # groups of 3 points along rays; some beyond the node grid (the general query and its brute force)
+    mid = rng.uniform([-0.5, -0.6, 0.6], [0.5, 0.6, 1.4], (400, 3))
+    live = (mid[:, None, :] * np.array([0.97, 1.0, 1.03])[None, :, None]).reshape(-1, 3).astype(np.float32)
+    got = nb.inverse_warp_points(live, wn, inv, 0.05, 0.1, 3)
+    ref = _inverse_warp_np(live, wn, inv, 0.05, 0.1, 3)
+    np.testing.assert_allclose(got, ref, atol=2e-5)
+    outside = np.any((mid < wn.min(0)) | (mid > wn.max(0)), axis=1)
+    assert 20 < outside.sum() < 380  # both paths are exercised
