@@ -107,6 +107,9 @@ class ClassicalTrackerConfig:
       as they are). The tracker's arrays are small (a few thousand rows): on 2 cores, and worse on a loaded
       machine, multi-threaded torch and numba (two OpenMP pools spinning against each other) made it 5-20x
       slower than one thread.
+    assembly_threads: numba threads of the one step that does gain from two: accumulating the normal
+      equations (`tracker.solver.build_system`, split over node ranges; the same system bit for bit).
+      0: as `threads`.
     velocity_prediction: start each frame from a constant-velocity extrapolation of the last two tracked
       frames, times this factor (0: start from the previous motion); fast motion needs it.
       velocity_min_support: nodes whose last-frame data support (summed skinning weights of their
@@ -169,6 +172,7 @@ class ClassicalTrackerConfig:
     min_relative_decrease: float = 0.01
     max_retries: int = 2
     threads: int = 1
+    assembly_threads: int = 2
     velocity_prediction: float = 1.0
     velocity_min_support: float = 3.0
     flow: str = "none"
@@ -633,7 +637,7 @@ class ClassicalTracker:
         t0 = time.perf_counter()
         solver = SolverConfig(iterations=1, linear_solver=cfg.linear_solver, damping=cfg.damping,
                               relative_damping=True, adaptive=True, mu_up=10.0, max_retries=cfg.max_retries,
-                              pcg_iterations=cfg.pcg_iterations, pcg_tol=cfg.pcg_tol)
+                              pcg_iterations=cfg.pcg_iterations, pcg_tol=cfg.pcg_tol, threads=cfg.assembly_threads)
         mu = cfg.damping
         lpt = torch.from_numpy(live.flat_points)
         lnt = torch.from_numpy(live.flat_normals)

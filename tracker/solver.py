@@ -24,6 +24,8 @@ import torch
 from tracker.energy import ResidualBlock, total_energy
 from tracker.so3 import exp_so3_t
 
+PARALLEL_MIN_ROWS = 512  # residual rows below which the normal equations are accumulated on one thread
+
 __all__ = [
     "SolverConfig",
     "BlockSystem",
@@ -53,6 +55,8 @@ class SolverConfig:
     max_retries: rejected steps tried per iteration before giving up on it.
     pcg_iterations / pcg_tol: PCG limits (relative residual).
     min_step: stop when the largest parameter increment falls below this.
+    threads: numba threads that accumulate the normal equations (`build_system`; 0: the calling thread's
+      numba setting). The result does not depend on it.
     """
 
     iterations: int = 5
@@ -68,6 +72,7 @@ class SolverConfig:
     pcg_iterations: int = 200
     pcg_tol: float = 1e-6
     min_step: float = 1e-7
+    threads: int = 0
 
 
 # --------------------------------------------------------------------------------------------------
@@ -99,35 +104,68 @@ def _find(indptr, indices, i, j):  # pragma: no cover - numba
     return lo
 
 
-@nb.njit(cache=True, nogil=True)
-def _accumulate(r, idx, jac, indptr, indices, blocks, g):  # pragma: no cover - numba
+@nb.njit(parallel=True, cache=True, nogil=True)
+def _accumulate_parts(r, idx, jac, indptr, indices, blocks, g, bounds):  # pragma: no cover - numba
     """H[i,j] += sum_p J_pa^T J_pb, g[i] += sum_p J_pa^T r_p over groups of P rows sharing their node ids
-    (r [R,P], idx [R,A], jac [R,P,A,6]); upper triangle i <= j only, mirrored later."""
+    (r [R,P], idx [R,A], jac [R,P,A,6]); upper triangle i <= j only, mirrored later. Split over node ranges:
+    part t (one task each) adds the terms of bounds[t] <= i < bounds[t + 1], scanning the rows in order, so
+    every block and every g row receives the same terms in the same order however many parts there are:
+    the result does not depend on the split, bit for bit."""
     na = idx.shape[1]
     npr = r.shape[1]
-    for row in range(idx.shape[0]):
-        for a in range(na):
-            i = idx[row, a]
-            if i < 0:
-                continue
-            for p in range(6):
-                acc = 0.0
-                for k in range(npr):
-                    acc += jac[row, k, a, p] * r[row, k]
-                g[i, p] += acc
-            for b in range(na):
-                j = idx[row, b]
-                if j < i:
+    for t in nb.prange(bounds.shape[0] - 1):
+        lo = bounds[t]
+        hi = bounds[t + 1]
+        for row in range(idx.shape[0]):
+            for a in range(na):
+                i = idx[row, a]
+                if i < lo or i >= hi:
                     continue
-                s = _find(indptr, indices, i, j)
-                blk = blocks[s]
-                for k in range(npr):
-                    ja = jac[row, k, a]
-                    jb = jac[row, k, b]
-                    for p in range(6):
-                        jp = ja[p]
-                        for q in range(6):
-                            blk[p, q] += jp * jb[q]
+                for p in range(6):
+                    acc = 0.0
+                    for k in range(npr):
+                        acc += jac[row, k, a, p] * r[row, k]
+                    g[i, p] += acc
+                for b in range(na):
+                    j = idx[row, b]
+                    if j < i:
+                        continue
+                    s = _find(indptr, indices, i, j)
+                    blk = blocks[s]
+                    for k in range(npr):
+                        ja = jac[row, k, a]
+                        jb = jac[row, k, b]
+                        for p in range(6):
+                            jp = ja[p]
+                            for q in range(6):
+                                blk[p, q] += jp * jb[q]
+
+
+@nb.njit(cache=True, nogil=True)
+def _node_bounds(idx, n, parts):  # pragma: no cover - numba
+    """Node-range bounds (int64 [parts' + 1], parts' <= parts, increasing) that split the rows idx [R, A]
+    into parts of about equal work, counted as each node's occurrences in idx."""
+    cnt = np.zeros(n + 1, np.int64)
+    for row in range(idx.shape[0]):
+        for a in range(idx.shape[1]):
+            i = idx[row, a]
+            if 0 <= i < n:
+                cnt[i + 1] += 1
+    for i in range(n):
+        cnt[i + 1] += cnt[i]
+    out = np.empty(parts + 1, np.int64)
+    out[0] = 0
+    m = 1
+    i = 0
+    for t in range(1, parts):
+        target = cnt[n] * t // parts
+        while i < n and cnt[i + 1] <= target:
+            i += 1
+        if i > out[m - 1] and i < n:
+            out[m] = i
+            m += 1
+    out[m] = n
+    return out[:m + 1].copy()
 
 
 @nb.njit(cache=True, nogil=True)
@@ -188,10 +226,13 @@ def _np(x: torch.Tensor) -> np.ndarray:
     return x.detach().cpu().numpy()
 
 
-def build_system(blocks: list[ResidualBlock], n_nodes: int) -> BlockSystem:
+def build_system(blocks: list[ResidualBlock], n_nodes: int, threads: int = 0) -> BlockSystem:
     """Assemble the block-sparse normal equations of residual blocks (numba; CPU, float64).
 
     blocks: ResidualBlock list with Jacobians (torch, any float dtype/device: moved to CPU float64).
+    threads: numba threads of the accumulation (0: the calling thread's numba setting); with more than one,
+    groups of at least PARALLEL_MIN_ROWS rows are split over node ranges (`_accumulate_parts`), which gives
+    the same system bit for bit.
     """
     # blocks over the same rows of node ids (e.g. ICP and photometric rows of the same points) are
     # accumulated together: one node-pair lookup serves all of their rows
@@ -209,8 +250,8 @@ def build_system(blocks: list[ResidualBlock], n_nodes: int) -> BlockSystem:
             groups.append([b])
     arrays = []
     for grp in groups:
-        r = np.stack([_np(b.r) for b in grp], 1).astype(np.float64)
-        jac = np.stack([_np(b.jac) for b in grp], 1).astype(np.float64)
+        r = np.stack([_np(b.r) for b in grp], 1).astype(np.float64, copy=False)
+        jac = np.stack([_np(b.jac) for b in grp], 1).astype(np.float64, copy=False)
         arrays.append((np.ascontiguousarray(r), np.ascontiguousarray(_np(grp[0].idx), np.int64),
                        np.ascontiguousarray(jac)))
     n = int(n_nodes)
@@ -236,8 +277,16 @@ def build_system(blocks: list[ResidualBlock], n_nodes: int) -> BlockSystem:
     hb = np.zeros((len(indices), 6, 6), np.float64)
     g = np.zeros((n, 6), np.float64)
     energy = 0.0
+    parts = nb.get_num_threads() if threads <= 0 else min(int(threads), nb.config.NUMBA_NUM_THREADS)
     for r, idx, jac in arrays:
-        _accumulate(r, idx, jac, indptr, indices, hb, g)
+        k = parts if idx.shape[0] >= PARALLEL_MIN_ROWS else 1
+        bounds = _node_bounds(idx, n, k) if k > 1 else np.array([0, n], np.int64)
+        old_threads = nb.get_num_threads()
+        nb.set_num_threads(max(1, len(bounds) - 1))
+        try:
+            _accumulate_parts(r, idx, jac, indptr, indices, hb, g, bounds)
+        finally:
+            nb.set_num_threads(old_threads)
         energy += float((r * r).sum())
     _mirror(indptr, indices, hb)
     return BlockSystem(indptr, indices, hb, g, energy, {"nnz_blocks": int(len(indices))})
@@ -473,7 +522,7 @@ class _NormalEquations:
             self.h, self.g = assemble_dense_t(blocks, n)
             self.scale = max(float(self.h.detach().diagonal().mean()), 1e-12) if cfg.relative_damping else 1.0
         else:
-            self.sys = build_system(blocks, n)
+            self.sys = build_system(blocks, n, cfg.threads)
             self.stats["nnz_blocks"] = self.sys.stats["nnz_blocks"]
             self.scale = 1.0
             if cfg.relative_damping:

@@ -54,6 +54,39 @@ def test_block_sparse_equals_dense(rng):
     np.testing.assert_allclose(x_lu.reshape(-1), x_ref, rtol=1e-8, atol=1e-10 * np.abs(x_ref).max())
 
 
+def test_block_sparse_assembly_does_not_depend_on_threads(rng, monkeypatch):
+    """Split over node ranges on two threads, the normal equations are the one-thread ones bit for bit (and
+    the dense reference's), also when the split falls at every possible place (more parts than nodes)."""
+    import tracker.solver as solver
+
+    pts = _surface(rng, 900)
+    g = build_graph(pts, radius=0.07)
+    n = g.num_nodes
+    rot = exp_so3_t(torch.from_numpy(rng.normal(scale=0.1, size=(n, 3))))
+    tr = torch.from_numpy(rng.normal(scale=0.01, size=(n, 3)))
+    blocks = _blocks(rng, pts, g, rot, tr)
+    monkeypatch.setattr(solver, "PARALLEL_MIN_ROWS", 1)
+    one = build_system(blocks, n, threads=1)
+    two = build_system(blocks, n, threads=2)
+    assert np.array_equal(one.blocks, two.blocks) and np.array_equal(one.g, two.g) and one.energy == two.energy
+    h_ref, g_ref = assemble_dense_np(blocks, n)
+    np.testing.assert_allclose(two.to_dense(), h_ref, atol=1e-10)
+    idx = blocks[0].idx.numpy().astype(np.int64)
+    for parts in (1, 2, 3, n + 5):
+        b = solver._node_bounds(idx, n, parts)
+        assert b[0] == 0 and b[-1] == n and np.all(np.diff(b) > 0) and len(b) <= parts + 1
+        hb = np.zeros_like(one.blocks)
+        gg = np.zeros_like(one.g)
+        for blk in blocks:  # accumulate group by group as build_system does, over these bounds
+            r = blk.r.numpy()[:, None].astype(np.float64)
+            jac = blk.jac.numpy()[:, None].astype(np.float64)
+            solver._accumulate_parts(np.ascontiguousarray(r), blk.idx.numpy().astype(np.int64),
+                                     np.ascontiguousarray(jac), one.indptr, one.indices, hb, gg,
+                                     solver._node_bounds(blk.idx.numpy().astype(np.int64), n, parts))
+        solver._mirror(one.indptr, one.indices, hb)
+        assert np.array_equal(hb, one.blocks) and np.array_equal(gg, one.g)
+
+
 def test_1500_node_system_solves(rng):
     pts = _surface(rng, 40000, size=1.6)
     g = build_graph(pts, radius=0.022)
