@@ -285,99 +285,55 @@ def build_point_grid(points: np.ndarray, cell: float) -> tuple:
     return gmin, dims, start, items
 
 
-@njit(fastmath=True, cache=True, nogil=True)
-def knn_grid_query(
-    qx: float, qy: float, qz: float, points: np.ndarray, gmin: np.ndarray, dims: np.ndarray, start: np.ndarray,
-    items: np.ndarray, cell: float, k: int, out_idx: np.ndarray, out_d2: np.ndarray,
-) -> int:
-    """The up-to-`k` nearest of `points` to q among the 3x3x3 grid cells around q (brute force when none).
-
-    Fills out_idx (int64 [k]) and out_d2 (squared distances, ascending); returns how many were found.
-    """
-    found = 0
-    ix = int(np.floor((qx - gmin[0]) / cell))
-    iy = int(np.floor((qy - gmin[1]) / cell))
-    iz = int(np.floor((qz - gmin[2]) / cell))
-    for a in range(max(ix - 1, 0), min(ix + 2, dims[0])):
-        for b in range(max(iy - 1, 0), min(iy + 2, dims[1])):
-            for c in range(max(iz - 1, 0), min(iz + 2, dims[2])):
+@njit(cache=True, nogil=True)
+def _block_points(px: int, py: int, pz: int, dims: np.ndarray, start: np.ndarray, items: np.ndarray,
+                  points: np.ndarray, cidx: np.ndarray, cxyz: np.ndarray, pos: int, write: bool) -> int:
+    """The points of the grid cells in the 3x3x3 block around padded cell (px, py, pz) (grid cell
+    (px - 1, py - 1, pz - 1)), in scan order (x, then y, then z ascending): written to cidx / cxyz from
+    `pos` on when `write`, else only counted. Returns pos plus their number."""
+    for a in range(max(px - 2, 0), min(px + 1, dims[0])):
+        for b in range(max(py - 2, 0), min(py + 1, dims[1])):
+            for c in range(max(pz - 2, 0), min(pz + 1, dims[2])):
                 cc = (a * dims[1] + b) * dims[2] + c
+                if not write:
+                    pos += start[cc + 1] - start[cc]
+                    continue
                 for s in range(start[cc], start[cc + 1]):
                     n = items[s]
-                    dx = points[n, 0] - qx
-                    dy = points[n, 1] - qy
-                    dz = points[n, 2] - qz
-                    d2 = dx * dx + dy * dy + dz * dz
-                    if found < k:
-                        pos = found
-                        found += 1
-                    elif d2 < out_d2[k - 1]:
-                        pos = k - 1
-                    else:
-                        continue
-                    while pos > 0 and out_d2[pos - 1] > d2:
-                        out_d2[pos] = out_d2[pos - 1]
-                        out_idx[pos] = out_idx[pos - 1]
-                        pos -= 1
-                    out_d2[pos] = d2
-                    out_idx[pos] = n
-    if found == 0:  # far from every point: the nearest one by brute force
-        best = -1
-        bd = np.inf
-        for n in range(points.shape[0]):
-            dx = points[n, 0] - qx
-            dy = points[n, 1] - qy
-            dz = points[n, 2] - qz
-            d2 = dx * dx + dy * dy + dz * dz
-            if d2 < bd:
-                bd = d2
-                best = n
-        if best >= 0:
-            out_idx[0] = best
-            out_d2[0] = bd
-            found = 1
-    return found
+                    cidx[pos] = n
+                    cxyz[pos, 0] = points[n, 0]
+                    cxyz[pos, 1] = points[n, 1]
+                    cxyz[pos, 2] = points[n, 2]
+                    pos += 1
+    return pos
 
 
 @njit(cache=True, nogil=True)
 def cell_candidates(points: np.ndarray, dims: np.ndarray, start: np.ndarray, items: np.ndarray) -> tuple:
-    """For every cell of a `build_point_grid` grid, the points of the 3x3x3 cells around it, in the order
-    `knn_grid_query` scans them, stored contiguously so that a query inside the grid reads one list.
+    """Candidate lists for nearest-point queries on a `build_point_grid` grid: for every cell of the grid
+    padded by one cell on each side (padded dims = dims + 2; padded cell (px, py, pz) is grid cell
+    (px - 1, py - 1, pz - 1)), the points of the grid cells in the 3x3x3 block around it, stored
+    contiguously, so that a query inside the grid or up to one cell outside reads one list.
 
-    Returns (cstart int64 [C + 1], cidx int64 [L], cxyz float32 [L, 3]): cell c's candidates are
-    cidx[cstart[c]:cstart[c + 1]], with their coordinates in cxyz (L <= 27 N).
+    Returns (cstart int64 [P + 1], cidx int64 [L], cxyz [L, 3] of points' dtype): padded cell c's
+    candidates are cidx[cstart[c]:cstart[c + 1]], with their coordinates in cxyz (L <= 27 N).
     """
-    ncell = dims[0] * dims[1] * dims[2]
+    p1, p2 = dims[1] + 2, dims[2] + 2
+    ncell = (dims[0] + 2) * p1 * p2
     cstart = np.zeros(ncell + 1, np.int64)
-    for ix in range(dims[0]):  # the list lengths
-        for iy in range(dims[1]):
-            for iz in range(dims[2]):
-                cnt = 0
-                for a in range(max(ix - 1, 0), min(ix + 2, dims[0])):
-                    for b in range(max(iy - 1, 0), min(iy + 2, dims[1])):
-                        for c in range(max(iz - 1, 0), min(iz + 2, dims[2])):
-                            cc = (a * dims[1] + b) * dims[2] + c
-                            cnt += start[cc + 1] - start[cc]
-                cstart[(ix * dims[1] + iy) * dims[2] + iz + 1] = cnt
-    for cc in range(ncell):
-        cstart[cc + 1] += cstart[cc]
-    cidx = np.empty(cstart[ncell], np.int64)
-    cxyz = np.empty((cstart[ncell], 3), points.dtype)
-    for ix in range(dims[0]):  # the lists, in knn_grid_query's scan order
-        for iy in range(dims[1]):
-            for iz in range(dims[2]):
-                pos = cstart[(ix * dims[1] + iy) * dims[2] + iz]
-                for a in range(max(ix - 1, 0), min(ix + 2, dims[0])):
-                    for b in range(max(iy - 1, 0), min(iy + 2, dims[1])):
-                        for c in range(max(iz - 1, 0), min(iz + 2, dims[2])):
-                            cc = (a * dims[1] + b) * dims[2] + c
-                            for s in range(start[cc], start[cc + 1]):
-                                n = items[s]
-                                cidx[pos] = n
-                                cxyz[pos, 0] = points[n, 0]
-                                cxyz[pos, 1] = points[n, 1]
-                                cxyz[pos, 2] = points[n, 2]
-                                pos += 1
+    cidx = np.empty(0, np.int64)
+    cxyz = np.empty((0, 3), points.dtype)
+    for write in (False, True):  # count, then fill
+        pos = 0
+        for px in range(dims[0] + 2):
+            for py in range(p1):
+                for pz in range(p2):
+                    cstart[(px * p1 + py) * p2 + pz] = pos
+                    pos = _block_points(px, py, pz, dims, start, items, points, cidx, cxyz, pos, write)
+        cstart[ncell] = pos
+        if not write:
+            cidx = np.empty(pos, np.int64)
+            cxyz = np.empty((pos, 3), points.dtype)
     return cstart, cidx, cxyz
 
 
@@ -386,9 +342,9 @@ def knn_list_query(
     qx: float, qy: float, qz: float, lo: int, hi: int, cidx: np.ndarray, cxyz: np.ndarray, k: int,
     out_idx: np.ndarray, out_d2: np.ndarray,
 ) -> int:
-    """The up-to-`k` nearest to q of the candidates cidx[lo:hi] (coordinates cxyz[lo:hi]), with the same
-    arithmetic and tie order as `knn_grid_query` over the same points. Fills out_idx / out_d2 (ascending);
-    returns how many were found."""
+    """The up-to-`k` nearest to q of the candidates cidx[lo:hi] (coordinates cxyz[lo:hi]); ties keep the
+    list's order. Fills out_idx (int64 [k]) and out_d2 (squared distances, ascending); returns how many
+    were found."""
     found = 0
     for s in range(lo, hi):
         dx = cxyz[s, 0] - qx
@@ -428,6 +384,8 @@ def inverse_warp_points(
     out = np.empty((m, 3), np.float32)
     gmin, dims, start, items = build_point_grid(warped_nodes, cell)
     cstart, cidx, cxyz = cell_candidates(warped_nodes, dims, start, items)
+    p0, p1, p2 = dims[0] + 2, dims[1] + 2, dims[2] + 2  # the padded grid of the candidate lists
+    all_ids = np.arange(warped_nodes.shape[0])
     inv2s2 = 1.0 / (2.0 * sigma * sigma)
     ng = m // group
     chunk = 256  # groups per task: the scratch arrays are allocated once per chunk, not once per group
@@ -438,15 +396,15 @@ def inverse_warp_points(
         for gi in range(ci * chunk, min(ng, ci * chunk + chunk)):
             c = gi * group + group // 2
             qx, qy, qz = live[c, 0], live[c, 1], live[c, 2]
-            ix = int(np.floor((qx - gmin[0]) / cell))
-            iy = int(np.floor((qy - gmin[1]) / cell))
-            iz = int(np.floor((qz - gmin[2]) / cell))
+            ix = int(np.floor((qx - gmin[0]) / cell)) + 1  # padded cell
+            iy = int(np.floor((qy - gmin[1]) / cell)) + 1
+            iz = int(np.floor((qz - gmin[2]) / cell)) + 1
             nf = 0
-            if 0 <= ix < dims[0] and 0 <= iy < dims[1] and 0 <= iz < dims[2]:  # the cell's candidate list
-                cc = (ix * dims[1] + iy) * dims[2] + iz
+            if 0 <= ix < p0 and 0 <= iy < p1 and 0 <= iz < p2:  # the cell's candidate list
+                cc = (ix * p1 + iy) * p2 + iz
                 nf = knn_list_query(qx, qy, qz, cstart[cc], cstart[cc + 1], cidx, cxyz, 4, idx, d2)
-            if nf == 0:  # outside the grid, or no point around: the general query (brute force when none)
-                nf = knn_grid_query(qx, qy, qz, warped_nodes, gmin, dims, start, items, cell, 4, idx, d2)
+            if nf == 0:  # no node in the cells around: the nearest one of all
+                nf = knn_list_query(qx, qy, qz, 0, len(all_ids), all_ids, warped_nodes, 1, idx, d2)
             t[:] = 0.0
             ws = 0.0
             for a in range(nf):

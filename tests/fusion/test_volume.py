@@ -380,15 +380,16 @@ def _inverse_warp_np(live: np.ndarray, wn: np.ndarray, inv: np.ndarray, sigma: f
 
 
 def test_inverse_warp_points_matches_reference():
-    """The live -> canonical inverse warp used by allocation (cell candidate lists, with the general grid
-    query for points outside the node grid) equals the plain search over the same grid cells."""
+    """The live -> canonical inverse warp used by allocation (candidate lists per cell of the node grid and of
+    a one-cell margin around it, the nearest node farther out) equals the plain search over the same grid
+    cells."""
     from fusion.tsdf import kernels_nb as nb
 
     rng = np.random.default_rng(3)
     wn = rng.uniform([-0.3, -0.4, 0.8], [0.3, 0.4, 1.2], (90, 3)).astype(np.float32)
     rot = Rotation.from_rotvec(rng.normal(0, 0.2, (90, 3))).as_matrix()
     inv = np.concatenate([rot, rng.normal(0, 0.05, (90, 3, 1))], 2).astype(np.float32)
-    # groups of 3 points along rays; some beyond the node grid (the general query and its brute force)
+    # groups of 3 points along rays; some beyond the node grid (its margin, and the nearest node farther out)
     mid = rng.uniform([-0.5, -0.6, 0.6], [0.5, 0.6, 1.4], (400, 3))
     live = (mid[:, None, :] * np.array([0.97, 1.0, 1.03])[None, :, None]).reshape(-1, 3).astype(np.float32)
     got = nb.inverse_warp_points(live, wn, inv, 0.05, 0.1, 3)

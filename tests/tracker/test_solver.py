@@ -29,13 +29,19 @@ def _blocks(rng, pts, g, rot, tr):
             arap_term(t64(g.nodes), rot, tr, torch.from_numpy(g.edges), t64(g.edge_weights), 1.0)]
 
 
-def test_block_sparse_equals_dense(rng):
-    pts = _surface(rng, 600)
+def _random_system(rng, n_points):
+    """Residual blocks (point-to-plane, point-to-point, ARAP) of a random surface and motion, and the
+    number of graph nodes."""
+    pts = _surface(rng, n_points)
     g = build_graph(pts, radius=0.07)
     n = g.num_nodes
     rot = exp_so3_t(torch.from_numpy(rng.normal(scale=0.1, size=(n, 3))))
     tr = torch.from_numpy(rng.normal(scale=0.01, size=(n, 3)))
-    blocks = _blocks(rng, pts, g, rot, tr)
+    return _blocks(rng, pts, g, rot, tr), n
+
+
+def test_block_sparse_equals_dense(rng):
+    blocks, n = _random_system(rng, 600)
     h_ref, g_ref = assemble_dense_np(blocks, n)
     sys = build_system(blocks, n)
     np.testing.assert_allclose(sys.to_dense(), h_ref, atol=1e-10)
@@ -59,12 +65,7 @@ def test_block_sparse_assembly_does_not_depend_on_threads(rng, monkeypatch):
     the dense reference's), also when the split falls at every possible place (more parts than nodes)."""
     import tracker.solver as solver
 
-    pts = _surface(rng, 900)
-    g = build_graph(pts, radius=0.07)
-    n = g.num_nodes
-    rot = exp_so3_t(torch.from_numpy(rng.normal(scale=0.1, size=(n, 3))))
-    tr = torch.from_numpy(rng.normal(scale=0.01, size=(n, 3)))
-    blocks = _blocks(rng, pts, g, rot, tr)
+    blocks, n = _random_system(rng, 900)
     monkeypatch.setattr(solver, "PARALLEL_MIN_ROWS", 1)
     one = build_system(blocks, n, threads=1)
     two = build_system(blocks, n, threads=2)
