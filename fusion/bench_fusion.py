@@ -195,15 +195,21 @@ def _rss_bytes() -> int | None:
 
 def replay_figures(make_estimator: Callable[[Any], MotionEstimator], n_frames: int,
                    sizes: tuple[tuple[int, int], ...] = ((320, 240), (640, 480)), voxel: float = 0.01,
-                   suffix: str = "") -> dict[str, Any]:
+                   suffix: str = "", warmup: int = 10) -> dict[str, Any]:
     """Replay the synthetic sample through `FusionPipeline` with the estimator `make_estimator(gt)` at each
     processing size: fps_<width> (frames / wall second over the whole loop, first frame included) and, from
-    the largest size, geometry_error_mm and deformation_error_mm against the ground truth (also per size)."""
+    the largest size, geometry_error_mm and deformation_error_mm against the ground truth (also per size).
+    A first, untimed replay of `warmup` frames at each size loads what the first frames of a process load
+    (numba's compiled kernels from its cache, torch, OpenCV), which took more than a second of the first
+    timed replay."""
     from fusion.pipeline import FusionConfig, FusionPipeline
 
     out: dict[str, Any] = {}
     frames, gt = scene_frames(n_frames, 640, 480)
     for w, h in sizes:
+        if warmup > 0:
+            FusionPipeline(FusionConfig(voxel_size=voxel, processing_size=(w, h)), make_estimator(gt)).run(
+                frames[:warmup])
         pipe = FusionPipeline(FusionConfig(voxel_size=voxel, processing_size=(w, h)), make_estimator(gt))
         rep = pipe.run(frames, gt)
         out[f"fps_{w}{suffix}"] = rep["fps"]
