@@ -23,8 +23,10 @@ COLORS = {"tracker": (220, 60, 40), "perfect-visible": (40, 120, 220), "perfect-
           "oracle": (40, 160, 60)}
 
 
-def per_frame(scene: str, seed: int, frames: int, motion: str, spec: dict[str, Any]) -> list[dict[str, float]]:
-    """[{frame, mean_mm, p95_mm, visible_mm}] of one scene draw fused at 320x240 with `motion`."""
+def per_frame(scene: str, seed: int, frames: int, motion: str, spec: dict[str, Any],
+              degrade: Any = None) -> list[dict[str, float]]:
+    """[{frame, mean_mm, p95_mm, visible_mm}] of one scene draw fused at 320x240 with `motion` (perfect-*
+    correspondences spoiled by `degrade`, a `tracker.oracle.OracleDegradation`, when given)."""
     import numpy as np
 
     from fusion.bench_fusion import scene_and_truth
@@ -32,7 +34,7 @@ def per_frame(scene: str, seed: int, frames: int, motion: str, spec: dict[str, A
     from scene_sweep import estimator_factory
 
     sc, gt = scene_and_truth(scene, frames, seed=seed)
-    make = estimator_factory(spec, motion)
+    make = estimator_factory(spec, motion, degrade)
     pipe = FusionPipeline(FusionConfig(voxel_size=0.01, processing_size=(320, 240)), make(gt))
     pipe.run((sc.render(i) for i in range(frames)), groundtruth=gt)
     rows = []
@@ -79,7 +81,7 @@ def plot(curves: dict[str, list[dict[str, float]]], title: str, path: Path) -> N
 
 def main(argv: list[str] | None = None) -> int:
     """Print the per-frame table (and write the plot); returns the exit code (2 on bad arguments)."""
-    from scene_sweep import MOTIONS, json_object, tracker_config
+    from scene_sweep import MOTIONS, json_object, oracle_degradation, tracker_config
 
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--scene", default="humanoid", choices=("cloth", "cylinder", "humanoid"))
@@ -87,6 +89,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--frames", type=int, default=90)
     ap.add_argument("--motions", default="tracker,perfect-visible,oracle", help=f"comma list of {', '.join(MOTIONS)}")
     ap.add_argument("--config", default="{}", help="ClassicalTrackerConfig settings as a JSON object")
+    ap.add_argument("--oracle", default="{}", help="OracleDegradation settings (JSON) for the perfect-* motions")
     ap.add_argument("--every", type=int, default=3, help="print every N-th frame")
     ap.add_argument("--plot", type=Path, help="write a PNG of the curves")
     ap.add_argument("--json", type=Path, help="write the per-frame figures as JSON")
@@ -95,6 +98,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         spec = json_object(args.config, "--config")
         tracker_config(spec)
+        degrade = oracle_degradation(json_object(args.oracle, "--oracle"))
         bad = [m for m in motions if m not in MOTIONS]
         if bad or not motions:
             raise ValueError(f"--motions: unknown {', '.join(bad) or '(none given)'}; choose from {', '.join(MOTIONS)}")
@@ -103,7 +107,8 @@ def main(argv: list[str] | None = None) -> int:
     except (ValueError, TypeError) as e:
         print(f"per_frame_error: {e}", file=sys.stderr)
         return 2
-    curves = {m: per_frame(args.scene, args.seed, args.frames, m, spec) for m in motions}
+    curves = {m: per_frame(args.scene, args.seed, args.frames, m, spec, degrade if m.startswith("perfect") else None)
+              for m in motions}
     print(f"{args.scene} seed {args.seed}: deformation error per frame, mean / 95th percentile (mm)")
     print("frame  " + "  ".join(f"{m:>17}" for m in motions))
     by_frame = {m: {r["frame"]: r for r in rows} for m, rows in curves.items()}

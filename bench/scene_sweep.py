@@ -14,6 +14,7 @@ configured tracker given the exact live position of every model sample the frame
     .venv/bin/python bench/scene_sweep.py --config '{"features": "sift"}' --compare
     .venv/bin/python bench/scene_sweep.py --config '{"arap_huber": 0.01}' --scenes humanoid --seeds 0-4
     .venv/bin/python bench/scene_sweep.py --motion perfect-visible --scenes humanoid --compare
+    .venv/bin/python bench/scene_sweep.py --motion perfect-visible --scenes humanoid --seeds 0 --oracle '{"frames": [48, 89]}'
     .venv/bin/python bench/scene_sweep.py --fusion '{"model_channel": "mesh"}' --compare
 
 Nested settings (`feature_match`, `flow_match`) are given as JSON objects.
@@ -60,10 +61,29 @@ def tracker_config(spec: dict[str, Any]):
     return ClassicalTrackerConfig(**kw)
 
 
-def estimator_factory(spec: dict[str, Any], motion: str = "tracker"):
+def oracle_degradation(spec: dict[str, Any]):
+    """`tracker.oracle.OracleDegradation` from its settings as a JSON object (`frames` as [first, last]);
+    None for {}. ValueError on unknown or bad settings."""
+    from dataclasses import fields
+
+    from tracker.oracle import OracleDegradation
+
+    if not spec:
+        return None
+    unknown = sorted(set(spec) - {f.name for f in fields(OracleDegradation)})
+    if unknown:
+        raise ValueError(f"unknown --oracle settings: {', '.join(unknown)}")
+    kw = dict(spec)
+    if kw.get("frames") is not None:
+        kw["frames"] = tuple(kw["frames"])
+    return OracleDegradation(**kw)
+
+
+def estimator_factory(spec: dict[str, Any], motion: str = "tracker", degrade: Any = None):
     """make_estimator(gt) for `fusion.bench_fusion.scene_run`: the classical tracker configured by `spec`, the
     ground-truth motion ("oracle") or the tracker with perfect correspondences ("perfect-visible" /
-    "perfect-all"); ValueError on an unknown motion."""
+    "perfect-all", spoiled by `degrade`, a `tracker.oracle.OracleDegradation`, when given); ValueError on an
+    unknown motion."""
     from fusion.pipeline import GroundTruthMotion
     from tracker.classical import ClassicalTracker
     from tracker.oracle import PerfectCorrespondenceTracker
@@ -75,17 +95,17 @@ def estimator_factory(spec: dict[str, Any], motion: str = "tracker"):
         return lambda gt: GroundTruthMotion(gt)
     if motion in ("perfect-visible", "perfect-all"):
         mode = motion.split("-", 1)[1]
-        return lambda gt: PerfectCorrespondenceTracker(gt, cfg, mode=mode)
+        return lambda gt: PerfectCorrespondenceTracker(gt, cfg, mode=mode, degrade=degrade)
     raise ValueError(f"--motion must be one of {', '.join(MOTIONS)}, got {motion!r}")
 
 
 def sweep(spec: dict[str, Any], scenes: list[str], seeds: list[int], frames: int = 90,
-          motion: str = "tracker", fusion: dict[str, Any] | None = None) -> dict[str, list[dict]]:
-    """{scene: [scene_run result per seed]} for the tracker configuration `spec` (and `motion`, see
+          motion: str = "tracker", fusion: dict[str, Any] | None = None, degrade: Any = None) -> dict[str, list[dict]]:
+    """{scene: [scene_run result per seed]} for the tracker configuration `spec` (and `motion` / `degrade`, see
     `estimator_factory`; `fusion`: FusionConfig settings)."""
     from fusion.bench_fusion import scene_run
 
-    make = estimator_factory(spec, motion)
+    make = estimator_factory(spec, motion, degrade)
     return {name: [scene_run(name, frames, make, seed=s, fusion=fusion) for s in seeds] for name in scenes}
 
 
@@ -115,6 +135,9 @@ def main(argv: list[str] | None = None) -> int:
                     help="what moves the model: the tracker, the ground truth, or the tracker given perfect "
                          "correspondences for the samples the frame sees / for all samples")
     ap.add_argument("--fusion", default="{}", help='FusionConfig settings as a JSON object, e.g. {"carve_px": 0}')
+    ap.add_argument("--oracle", default="{}",
+                    help='with --motion perfect-*: tracker.oracle.OracleDegradation settings as a JSON object, e.g. '
+                         '{"frames": [48, 89]} or {"noise_px": 1, "live_depth": true}')
     ap.add_argument("--compare", action="store_true", help="also run the plain tracker with default settings")
     args = ap.parse_args(argv)
     from fusion.errors import InputError
@@ -125,14 +148,19 @@ def main(argv: list[str] | None = None) -> int:
         tracker_config(spec)
         fusion_spec = json_object(args.fusion, "--fusion")
         FusionConfig(**fusion_spec)  # unknown or bad settings fail here, before any run
+        oracle_spec = json_object(args.oracle, "--oracle")
+        degrade = oracle_degradation(oracle_spec)
+        if degrade is not None and not args.motion.startswith("perfect"):
+            raise ValueError("--oracle needs --motion perfect-visible or perfect-all")
         seeds = _seeds(args.seeds)
     except (ValueError, TypeError, InputError) as e:
         print(f"scene_sweep: {e}", file=sys.stderr)
         return 2
     scenes = [s for s in args.scenes.split(",") if s]
-    runs = sweep(spec, scenes, seeds, args.frames, args.motion, fusion_spec)
+    runs = sweep(spec, scenes, seeds, args.frames, args.motion, fusion_spec, degrade)
     base = sweep({}, scenes, seeds, args.frames) if args.compare else None
-    print(f"config {json.dumps(spec)}, fusion {json.dumps(fusion_spec)}, motion {args.motion}, seeds {seeds}, "
+    print(f"config {json.dumps(spec)}, fusion {json.dumps(fusion_spec)}, motion {args.motion}"
+          f"{', oracle ' + json.dumps(oracle_spec) if degrade is not None else ''}, seeds {seeds}, "
           f"{args.frames} frames at 320x240")
     for name in scenes:
         print(name)

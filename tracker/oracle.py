@@ -12,6 +12,10 @@ network would give it, issue #4's upper bound), on top of its own depth ICP, pho
   samples whose live position the frame sees (its pixel's depth within `visible_tolerance`), "all" keeps
   every sample (occlusion removed too).
 
+`OracleDegradation` spoils them on purpose (a window of frames, a random fraction, pixel noise, wrong
+matches, the depth read from the live frame as a network's would be) to measure how good a real
+correspondence source would have to be (docs/dev/tracker_experiments.md, ninth round).
+
 The gap between its figures and the ground-truth motion's (`fusion.pipeline.GroundTruthMotion`, the
 per-node fit of the true surface) is what the solve itself (graph, skinning, energy) costs; the gap between
 "visible" and "all" what occlusion costs; the gap to the plain tracker what its correspondences cost.
@@ -19,6 +23,7 @@ per-node fit of the true surface) is what the solve itself (graph, skinning, ene
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -28,6 +33,59 @@ from fusion.motion import TrackingInput, TrackingResult
 from tracker.classical import ClassicalTracker, ClassicalTrackerConfig, Correspondences
 
 MODES = ("visible", "all")
+
+
+@dataclass(frozen=True)
+class OracleDegradation:
+    """How `PerfectCorrespondenceTracker` spoils its exact correspondences (defaults: not at all).
+
+    frames: (first, last) source frame indices, inclusive, that get correspondences; the plain tracker tracks
+      the others (None: every frame). fraction: the random share of the correspondences kept. noise_px:
+      Gaussian noise (sigma, pixels, each axis) added to the target pixels. outliers: the share of the kept
+      ones moved uniformly up to outlier_px pixels off (each axis). live_depth: the target depth is read from
+      the frame's depth at the rounded target pixel, as a correspondence network's would be (a pixel without
+      depth drops the match), instead of the exact one. seed: of the random choices.
+    """
+
+    frames: tuple[int, int] | None = None
+    fraction: float = 1.0
+    noise_px: float = 0.0
+    outliers: float = 0.0
+    outlier_px: float = 30.0
+    live_depth: bool = False
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.frames is not None:
+            if len(self.frames) != 2 or int(self.frames[0]) > int(self.frames[1]):
+                raise ValueError(f"frames must be (first, last) with first <= last, got {self.frames!r}")
+            object.__setattr__(self, "frames", (int(self.frames[0]), int(self.frames[1])))
+        if not 0.0 <= self.fraction <= 1.0 or not 0.0 <= self.outliers <= 1.0:
+            raise ValueError("fraction and outliers must lie in [0, 1]")
+        if self.noise_px < 0 or self.outlier_px < 0:
+            raise ValueError("noise_px and outlier_px must not be negative")
+
+    def active(self, index: int) -> bool:
+        """Whether source frame `index` gets correspondences."""
+        return self.frames is None or self.frames[0] <= index <= self.frames[1]
+
+    def apply(self, corr: Correspondences, depth: np.ndarray, rng: np.random.Generator) -> Correspondences:
+        """The spoiled copy of exact correspondences in a frame with depth float [H, W] metres."""
+        keep = rng.random(len(corr.sample_ids)) < self.fraction
+        ids, uv, z = corr.sample_ids[keep], corr.target_uv[keep].astype(np.float64), corr.target_depth[keep]
+        if self.noise_px > 0:
+            uv = uv + rng.normal(0.0, self.noise_px, uv.shape)
+        if self.outliers > 0:
+            bad = rng.random(len(uv)) < self.outliers
+            uv[bad] += rng.uniform(-self.outlier_px, self.outlier_px, (int(bad.sum()), 2))
+        if self.live_depth:
+            h, w = depth.shape
+            ui = np.clip(np.round(uv[:, 0]).astype(np.int64), 0, w - 1)
+            vi = np.clip(np.round(uv[:, 1]).astype(np.int64), 0, h - 1)
+            z = np.asarray(depth)[vi, ui].astype(np.float64)
+            ok = z > 0
+            ids, uv, z = ids[ok], uv[ok], z[ok]
+        return Correspondences(ids, uv, z, np.ones(len(ids)))
 
 
 def _unit_normals(tri: np.ndarray) -> np.ndarray:
@@ -43,13 +101,15 @@ class PerfectCorrespondenceTracker(ClassicalTracker):
     gt: `fusion.pipeline.GroundTruth`-like (vertices float [T, V, 3] metres per source frame index, faces
     int [F, 3]); mode: "visible" or "all" (see the module doc); max_offset: metres a model sample may lie
     off the true canonical surface and still get a correspondence; visible_tolerance: metres between the
-    true live depth of a sample and the frame's depth at its pixel for it to count as seen.
+    true live depth of a sample and the frame's depth at its pixel for it to count as seen; degrade: how to
+    spoil them (`OracleDegradation`; None: exact, every frame).
     """
 
     name = "perfect-correspondences"
 
     def __init__(self, gt: Any, config: ClassicalTrackerConfig | None = None, mode: str = "visible",
-                 max_offset: float = 0.01, visible_tolerance: float = 0.015) -> None:
+                 max_offset: float = 0.01, visible_tolerance: float = 0.015,
+                 degrade: OracleDegradation | None = None) -> None:
         if mode not in MODES:
             raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
         super().__init__(config)
@@ -59,6 +119,8 @@ class PerfectCorrespondenceTracker(ClassicalTracker):
         self.mode = mode
         self.max_offset = float(max_offset)
         self.visible_tolerance = float(visible_tolerance)
+        self.degrade = degrade
+        self._rng = np.random.default_rng(degrade.seed if degrade is not None else 0)
         self._scene: tuple[int, Any] | None = None
         #: correspondences given per frame (source frame index -> count)
         self.counts: dict[int, int] = {}
@@ -76,8 +138,8 @@ class PerfectCorrespondenceTracker(ClassicalTracker):
         return self._scene[1]
 
     def correspondences(self, inp: TrackingInput) -> Correspondences:
-        """Exact correspondences of inp's model samples (see the class doc): sample ids [C], target pixels
-        float [C, 2] and depths float [C] metres in inp.frame, weights 1."""
+        """Exact correspondences of inp's model samples (see the class doc; spoiled by `degrade` when set):
+        sample ids [C], target pixels float [C, 2] and depths float [C] metres in inp.frame, weights 1."""
         import open3d as o3d
 
         can = int(inp.canonical_frame.index) if inp.canonical_frame is not None else 0
@@ -107,10 +169,15 @@ class PerfectCorrespondenceTracker(ClassicalTracker):
             ok = np.zeros(len(pts), bool)
             ok[rows] = np.abs(np.asarray(inp.frame.depth)[vi, ui] - z[rows]) < self.visible_tolerance
         ids = np.flatnonzero(ok)
-        return Correspondences(ids, np.c_[u, v][ids], z[ids], np.ones(len(ids)))
+        corr = Correspondences(ids, np.c_[u, v][ids], z[ids], np.ones(len(ids)))
+        return corr if self.degrade is None else self.degrade.apply(corr, np.asarray(inp.frame.depth), self._rng)
 
     def estimate(self, inp: TrackingInput) -> TrackingResult:
-        """One frame with the exact correspondences (`correspondences`) beside the tracker's own terms."""
+        """One frame with the exact (or `degrade`d) correspondences beside the tracker's own terms; outside
+        the degradation's frame window, the tracker alone."""
+        if self.degrade is not None and not self.degrade.active(int(inp.frame.index)):
+            self.counts[int(inp.frame.index)] = 0
+            return self.estimate_with_correspondences(inp, None)
         corr = self.correspondences(inp)
         self.counts[int(inp.frame.index)] = int(len(corr.sample_ids))
         return self.estimate_with_correspondences(inp, corr if len(corr.sample_ids) else None)

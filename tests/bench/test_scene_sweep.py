@@ -48,6 +48,11 @@ def test_ground_truth_and_perfect_correspondence_runs(sweep_mod, capsys):
         assert row.split()[0] == motion and float(row.split("(mean ")[1].rstrip(")")) < 5.0
     with pytest.raises(ValueError, match="motion"):
         sweep_mod.estimator_factory({}, "psychic")
+    # spoiled correspondences in a window of frames: the settings reach the run
+    assert sweep_mod.main(["--motion", "perfect-visible", "--scenes", "cylinder", "--seeds", "0", "--frames", "4",
+                           "--oracle", '{"frames": [2, 3], "noise_px": 1.5, "live_depth": true}']) == 0
+    out = capsys.readouterr().out
+    assert '"noise_px": 1.5' in out and "perfect-visible" in out
 
 
 def test_bad_config_is_one_line_and_exit_2(sweep_mod, capsys):
@@ -55,8 +60,12 @@ def test_bad_config_is_one_line_and_exit_2(sweep_mod, capsys):
     assert sweep_mod.main(["--config", "[1, 2]"]) == 2
     assert sweep_mod.main(["--fusion", '{"carve": 1}']) == 2
     assert sweep_mod.main(["--fusion", '{"model_channel": "both"}']) == 2
+    assert sweep_mod.main(["--motion", "perfect-visible", "--oracle", '{"noise": 1}']) == 2
+    assert sweep_mod.main(["--motion", "perfect-visible", "--oracle", '{"frames": [9, 3]}']) == 2
+    assert sweep_mod.main(["--oracle", '{"fraction": 0.5}']) == 2  # only with perfect correspondences
     err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 4 and "lambda_icpp" in err[0] and "model_channel" in err[3]
+    assert len(err) == 7 and "lambda_icpp" in err[0] and "model_channel" in err[3] and "noise" in err[4]
+    assert "perfect" in err[6]
     assert "Traceback" not in "".join(err)
     cfg = sweep_mod.tracker_config({"features": "sift", "feature_match": {"gate_px": 5.0}})
     assert cfg.features == "sift" and cfg.feature_match.gate_px == 5.0
@@ -86,5 +95,18 @@ def test_per_frame_error_table_json_and_plot(per_frame_mod, tmp_path, capsys):
 def test_per_frame_error_bad_arguments(per_frame_mod, capsys):
     assert per_frame_mod.main(["--motions", "tracker,psychic"]) == 2
     assert per_frame_mod.main(["--frames", "1"]) == 2
+    assert per_frame_mod.main(["--oracle", '{"frames": [1]}']) == 2
     err = capsys.readouterr().err
-    assert "psychic" in err and "Traceback" not in err
+    assert "psychic" in err and "frames" in err and "Traceback" not in err
+
+
+def test_per_frame_error_with_a_window_of_perfect_correspondences(per_frame_mod, capsys):
+    """--oracle spoils the perfect-visible motion only: with correspondences in frame 1 only, the curve
+    differs from the exact one from frame 2 on, not before."""
+    curves = []
+    for oracle in ("{}", '{"frames": [0, 1]}'):
+        assert per_frame_mod.main(["--scene", "cylinder", "--frames", "5", "--motions", "perfect-visible",
+                                   "--oracle", oracle, "--every", "1"]) == 0
+        rows = [line.split() for line in capsys.readouterr().out.splitlines() if line.strip()[:1].isdigit()]
+        curves.append({int(r[0]): float(r[1]) for r in rows})
+    assert curves[0][1] == curves[1][1] and curves[0][4] != curves[1][4]

@@ -9,7 +9,7 @@ from fusion.graph import GraphMotion, build_graph, skinning
 from fusion.motion import TrackingInput
 from fusion.pipeline import FusionConfig, FusionPipeline, GroundTruthMotion
 from tracker.classical import ClassicalTracker
-from tracker.oracle import PerfectCorrespondenceTracker
+from tracker.oracle import OracleDegradation, PerfectCorrespondenceTracker
 
 
 @pytest.fixture(scope="module")
@@ -98,3 +98,40 @@ def test_exact_correspondences_track_closer_than_the_plain_tracker():
     perfect = run(PerfectCorrespondenceTracker(gt, mode="all"))["deformation_error_mm"]
     oracle = run(GroundTruthMotion(gt))["deformation_error_mm"]
     assert perfect < plain and perfect < 1.5 * oracle + 1.0, (plain, perfect, oracle)
+
+
+def test_degraded_correspondences_are_thinned_noisy_and_windowed(humanoid):
+    """OracleDegradation: the kept share, the pixel noise, the wrong matches and the live-depth targets are
+    what was asked, and frames outside the window get no correspondences (the plain tracker tracks them)."""
+    scene, gt = humanoid
+    rng = np.random.default_rng(1)
+    v0 = gt.vertices[0]
+    tri = gt.faces[rng.integers(0, len(gt.faces), 4000)]
+    pts = np.einsum("mk,mkj->mj", rng.dirichlet(np.ones(3), len(tri)), v0[tri])
+    inp = _input(scene, gt, 5, pts)
+    exact = PerfectCorrespondenceTracker(gt).correspondences(inp)
+    half = PerfectCorrespondenceTracker(gt, degrade=OracleDegradation(fraction=0.5)).correspondences(inp)
+    assert 0.4 < len(half.sample_ids) / len(exact.sample_ids) < 0.6
+    assert np.isin(half.sample_ids, exact.sample_ids).all()
+    noisy = PerfectCorrespondenceTracker(gt, degrade=OracleDegradation(noise_px=2.0)).correspondences(inp)
+    assert np.array_equal(noisy.sample_ids, exact.sample_ids)
+    d = noisy.target_uv - exact.target_uv
+    assert 1.7 < d.std() < 2.3 and abs(d.mean()) < 0.2
+    assert np.array_equal(noisy.target_depth, exact.target_depth)
+    wrong = PerfectCorrespondenceTracker(gt, degrade=OracleDegradation(outliers=0.3, outlier_px=20))
+    far = np.abs(wrong.correspondences(inp).target_uv - exact.target_uv).max(1)
+    assert 0.2 < (far > 1e-9).mean() < 0.4 and far.max() <= 20
+    live = PerfectCorrespondenceTracker(gt, degrade=OracleDegradation(live_depth=True)).correspondences(inp)
+    u, v = np.round(live.target_uv).astype(int).T
+    assert np.array_equal(live.target_depth, inp.frame.depth[v, u]) and (live.target_depth > 0).all()
+    assert np.abs(live.target_depth - exact.target_depth[np.isin(exact.sample_ids, live.sample_ids)]).max() < 0.015
+    window = OracleDegradation(frames=(3, 4))
+    assert [window.active(i) for i in (2, 3, 4, 5)] == [False, True, True, False]
+    with pytest.raises(ValueError):
+        OracleDegradation(frames=(5, 2))
+    with pytest.raises(ValueError):
+        OracleDegradation(fraction=1.5)
+    # in a short fusion run, only the window's frames get correspondences
+    tr = PerfectCorrespondenceTracker(gt, degrade=window)
+    FusionPipeline(FusionConfig(voxel_size=0.01), tr).run(scene.render(i) for i in range(7))
+    assert tr.counts[2] == 0 and tr.counts[5] == 0 and tr.counts[3] > 100 and tr.counts[4] > 100
