@@ -107,8 +107,7 @@ def main(argv: list[str] | None = None) -> int:
     except (ValueError, TypeError) as e:
         print(f"per_frame_error: {e}", file=sys.stderr)
         return 2
-    curves = {m: per_frame(args.scene, args.seed, args.frames, m, spec, degrade if m.startswith("perfect") else None)
-              for m in motions}
+    curves = {m: per_frame(args.scene, args.seed, args.frames, m, spec, degrade) for m in motions}
     print(f"{args.scene} seed {args.seed}: deformation error per frame, mean / 95th percentile (mm)")
     print("frame  " + "  ".join(f"{m:>17}" for m in motions))
     by_frame = {m: {r["frame"]: r for r in rows} for m, rows in curves.items()}

@@ -41,19 +41,23 @@ def json_object(text: str, flag: str) -> dict[str, Any]:
     return value
 
 
+def _check_names(cls: type, spec: dict[str, Any], what: str) -> None:
+    """ValueError naming the keys of `spec` that are not fields of the dataclass `cls`."""
+    import dataclasses
+
+    unknown = sorted(set(spec) - {f.name for f in dataclasses.fields(cls)})
+    if unknown:
+        raise ValueError(f"unknown {what}: {', '.join(unknown)}")
+
+
 def tracker_config(spec: dict[str, Any]):
     """ClassicalTrackerConfig from a JSON-like dict (nested dataclass settings as dicts); ValueError on unknown
     keys."""
-    import dataclasses
-
     from tracker.classical import ClassicalTrackerConfig
     from tracker.features import FeatureConfig
     from tracker.flow import FlowMatchConfig
 
-    names = {f.name for f in dataclasses.fields(ClassicalTrackerConfig)}
-    unknown = sorted(set(spec) - names)
-    if unknown:
-        raise ValueError(f"unknown tracker settings: {', '.join(unknown)}")
+    _check_names(ClassicalTrackerConfig, spec, "tracker settings")
     kw = dict(spec)
     for key, cls in (("feature_match", FeatureConfig), ("flow_match", FlowMatchConfig)):
         if isinstance(kw.get(key), dict):
@@ -64,19 +68,12 @@ def tracker_config(spec: dict[str, Any]):
 def oracle_degradation(spec: dict[str, Any]):
     """`tracker.oracle.OracleDegradation` from its settings as a JSON object (`frames` as [first, last]);
     None for {}. ValueError on unknown or bad settings."""
-    from dataclasses import fields
-
     from tracker.oracle import OracleDegradation
 
     if not spec:
         return None
-    unknown = sorted(set(spec) - {f.name for f in fields(OracleDegradation)})
-    if unknown:
-        raise ValueError(f"unknown --oracle settings: {', '.join(unknown)}")
-    kw = dict(spec)
-    if kw.get("frames") is not None:
-        kw["frames"] = tuple(kw["frames"])
-    return OracleDegradation(**kw)
+    _check_names(OracleDegradation, spec, "--oracle settings")
+    return OracleDegradation(**spec)  # it takes `frames` as any pair
 
 
 def estimator_factory(spec: dict[str, Any], motion: str = "tracker", degrade: Any = None):

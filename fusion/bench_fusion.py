@@ -207,10 +207,10 @@ def replay_figures(make_estimator: Callable[[Any], MotionEstimator], n_frames: i
     out: dict[str, Any] = {}
     frames, gt = scene_frames(n_frames, 640, 480)
     for w, h in sizes:
+        cfg = FusionConfig(voxel_size=voxel, processing_size=(w, h))
         if warmup > 0:
-            FusionPipeline(FusionConfig(voxel_size=voxel, processing_size=(w, h)), make_estimator(gt)).run(
-                frames[:warmup])
-        pipe = FusionPipeline(FusionConfig(voxel_size=voxel, processing_size=(w, h)), make_estimator(gt))
+            FusionPipeline(cfg, make_estimator(gt)).run(frames[:warmup])
+        pipe = FusionPipeline(cfg, make_estimator(gt))
         rep = pipe.run(frames, gt)
         out[f"fps_{w}{suffix}"] = rep["fps"]
         out[f"stage_ms_{w}{suffix}"] = rep["stage_ms"]

@@ -21,6 +21,7 @@ import numba as nb
 import numpy as np
 import torch
 
+from fusion.tsdf.kernels_nb import numba_threads
 from tracker.energy import ResidualBlock, total_energy
 from tracker.so3 import exp_so3_t
 
@@ -281,12 +282,8 @@ def build_system(blocks: list[ResidualBlock], n_nodes: int, threads: int = 0) ->
     for r, idx, jac in arrays:
         k = parts if idx.shape[0] >= PARALLEL_MIN_ROWS else 1
         bounds = _node_bounds(idx, n, k) if k > 1 else np.array([0, n], np.int64)
-        old_threads = nb.get_num_threads()
-        nb.set_num_threads(max(1, len(bounds) - 1))
-        try:
+        with numba_threads(len(bounds) - 1):
             _accumulate_parts(r, idx, jac, indptr, indices, hb, g, bounds)
-        finally:
-            nb.set_num_threads(old_threads)
         energy += float((r * r).sum())
     _mirror(indptr, indices, hb)
     return BlockSystem(indptr, indices, hb, g, energy, {"nnz_blocks": int(len(indices))})
