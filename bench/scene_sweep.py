@@ -15,6 +15,7 @@ configured tracker given the exact live position of every model sample the frame
     .venv/bin/python bench/scene_sweep.py --config '{"arap_huber": 0.01}' --scenes humanoid --seeds 0-4
     .venv/bin/python bench/scene_sweep.py --motion perfect-visible --scenes humanoid --compare
     .venv/bin/python bench/scene_sweep.py --motion perfect-visible --scenes humanoid --seeds 0 --oracle '{"frames": [48, 89]}'
+    .venv/bin/python bench/scene_sweep.py --motion perfect-visible --scenes humanoid --oracle '{"frames": [[48, 51], [78, 81]], "live_depth": true}'
     .venv/bin/python bench/scene_sweep.py --fusion '{"model_channel": "mesh"}' --compare
 
 Nested settings (`feature_match`, `flow_match`) are given as JSON objects.
@@ -66,14 +67,14 @@ def tracker_config(spec: dict[str, Any]):
 
 
 def oracle_degradation(spec: dict[str, Any]):
-    """`tracker.oracle.OracleDegradation` from its settings as a JSON object (`frames` as [first, last]);
-    None for {}. ValueError on unknown or bad settings."""
+    """`tracker.oracle.OracleDegradation` from its settings as a JSON object (`frames` as [first, last] or
+    [[first, last], ...]); None for {}. ValueError on unknown or bad settings."""
     from tracker.oracle import OracleDegradation
 
     if not spec:
         return None
     _check_names(OracleDegradation, spec, "--oracle settings")
-    return OracleDegradation(**spec)  # it takes `frames` as any pair
+    return OracleDegradation(**spec)  # it takes `frames` as any pair or sequence of pairs
 
 
 def estimator_factory(spec: dict[str, Any], motion: str = "tracker", degrade: Any = None):
@@ -134,7 +135,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--fusion", default="{}", help='FusionConfig settings as a JSON object, e.g. {"carve_px": 0}')
     ap.add_argument("--oracle", default="{}",
                     help='with --motion perfect-*: tracker.oracle.OracleDegradation settings as a JSON object, e.g. '
-                         '{"frames": [48, 89]} or {"noise_px": 1, "live_depth": true}')
+                         '{"frames": [48, 89]}, {"frames": [[48, 51], [78, 81]]} or {"noise_px": 1, "live_depth": true}')
     ap.add_argument("--compare", action="store_true", help="also run the plain tracker with default settings")
     args = ap.parse_args(argv)
     from fusion.errors import InputError

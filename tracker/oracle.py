@@ -39,15 +39,15 @@ MODES = ("visible", "all")
 class OracleDegradation:
     """How `PerfectCorrespondenceTracker` spoils its exact correspondences (defaults: not at all).
 
-    frames: (first, last) source frame indices, inclusive, that get correspondences; the plain tracker tracks
-      the others (None: every frame). fraction: the random share of the correspondences kept. noise_px:
+    frames: (first, last) source frame indices, inclusive, that get correspondences, or several such windows
+      ((first, last), ...); the plain tracker tracks the others (None: every frame). fraction: the random share of the correspondences kept. noise_px:
       Gaussian noise (sigma, pixels, each axis) added to the target pixels. outliers: the share of the kept
       ones moved uniformly up to outlier_px pixels off (each axis). live_depth: the target depth is read from
       the frame's depth at the rounded target pixel, as a correspondence network's would be (a pixel without
       depth drops the match), instead of the exact one. seed: of the random choices.
     """
 
-    frames: tuple[int, int] | None = None
+    frames: tuple[int, int] | tuple[tuple[int, int], ...] | None = None
     fraction: float = 1.0
     noise_px: float = 0.0
     outliers: float = 0.0
@@ -57,17 +57,28 @@ class OracleDegradation:
 
     def __post_init__(self) -> None:
         if self.frames is not None:
-            if len(self.frames) != 2 or int(self.frames[0]) > int(self.frames[1]):
-                raise ValueError(f"frames must be (first, last) with first <= last, got {self.frames!r}")
-            object.__setattr__(self, "frames", (int(self.frames[0]), int(self.frames[1])))
+            object.__setattr__(self, "frames", self._windows(self.frames))
         if not 0.0 <= self.fraction <= 1.0 or not 0.0 <= self.outliers <= 1.0:
             raise ValueError("fraction and outliers must lie in [0, 1]")
         if self.noise_px < 0 or self.outlier_px < 0:
             raise ValueError("noise_px and outlier_px must not be negative")
 
+    @staticmethod
+    def _windows(frames: Any) -> tuple[tuple[int, int], ...]:
+        """`frames` as a tuple of (first, last) windows; ValueError when it is not one window or several."""
+        try:
+            wins = [frames] if len(frames) == 2 and all(np.ndim(f) == 0 for f in frames) else list(frames)
+            out = tuple((int(a), int(b)) for a, b in wins)
+        except (TypeError, ValueError):
+            out = ()
+        if not out or any(a > b for a, b in out):
+            raise ValueError(f"frames must be (first, last) with first <= last, or a list of such windows, "
+                             f"got {frames!r}")
+        return out
+
     def active(self, index: int) -> bool:
         """Whether source frame `index` gets correspondences."""
-        return self.frames is None or self.frames[0] <= index <= self.frames[1]
+        return self.frames is None or any(a <= index <= b for a, b in self.frames)
 
     def apply(self, corr: Correspondences, depth: np.ndarray, rng: np.random.Generator) -> Correspondences:
         """The spoiled copy of exact correspondences in a frame with depth float [H, W] metres."""

@@ -48,11 +48,11 @@ def test_ground_truth_and_perfect_correspondence_runs(sweep_mod, capsys):
         assert row.split()[0] == motion and float(row.split("(mean ")[1].rstrip(")")) < 5.0
     with pytest.raises(ValueError, match="motion"):
         sweep_mod.estimator_factory({}, "psychic")
-    # spoiled correspondences in a window of frames: the settings reach the run
+    # spoiled correspondences in windows of frames: the settings reach the run
     assert sweep_mod.main(["--motion", "perfect-visible", "--scenes", "cylinder", "--seeds", "0", "--frames", "4",
-                           "--oracle", '{"frames": [2, 3], "noise_px": 1.5, "live_depth": true}']) == 0
+                           "--oracle", '{"frames": [[1, 1], [3, 3]], "noise_px": 1.5, "live_depth": true}']) == 0
     out = capsys.readouterr().out
-    assert '"noise_px": 1.5' in out and "perfect-visible" in out
+    assert '"noise_px": 1.5' in out and "[[1, 1], [3, 3]]" in out and "perfect-visible" in out
 
 
 def test_bad_config_is_one_line_and_exit_2(sweep_mod, capsys):
@@ -62,10 +62,11 @@ def test_bad_config_is_one_line_and_exit_2(sweep_mod, capsys):
     assert sweep_mod.main(["--fusion", '{"model_channel": "both"}']) == 2
     assert sweep_mod.main(["--motion", "perfect-visible", "--oracle", '{"noise": 1}']) == 2
     assert sweep_mod.main(["--motion", "perfect-visible", "--oracle", '{"frames": [9, 3]}']) == 2
+    assert sweep_mod.main(["--motion", "perfect-visible", "--oracle", '{"frames": [[1, 2], [5]]}']) == 2
     assert sweep_mod.main(["--oracle", '{"fraction": 0.5}']) == 2  # only with perfect correspondences
     err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 7 and "lambda_icpp" in err[0] and "model_channel" in err[3] and "noise" in err[4]
-    assert "perfect" in err[6]
+    assert len(err) == 8 and "lambda_icpp" in err[0] and "model_channel" in err[3] and "noise" in err[4]
+    assert "frames" in err[5] and "frames" in err[6] and "perfect" in err[7]
     assert "Traceback" not in "".join(err)
     cfg = sweep_mod.tracker_config({"features": "sift", "feature_match": {"gate_px": 5.0}})
     assert cfg.features == "sift" and cfg.feature_match.gate_px == 5.0

@@ -127,8 +127,12 @@ def test_degraded_correspondences_are_thinned_noisy_and_windowed(humanoid):
     assert np.abs(live.target_depth - exact.target_depth[np.isin(exact.sample_ids, live.sample_ids)]).max() < 0.015
     window = OracleDegradation(frames=(3, 4))
     assert [window.active(i) for i in (2, 3, 4, 5)] == [False, True, True, False]
-    with pytest.raises(ValueError):
-        OracleDegradation(frames=(5, 2))
+    several = OracleDegradation(frames=[[1, 1], (4, 5)])
+    assert several.frames == ((1, 1), (4, 5))
+    assert [several.active(i) for i in range(7)] == [False, True, False, False, True, True, False]
+    for bad in [(5, 2), [(1, 2), (6, 3)], [], 3, "ab", [(1, 2, 3)]]:
+        with pytest.raises(ValueError):
+            OracleDegradation(frames=bad)
     with pytest.raises(ValueError):
         OracleDegradation(fraction=1.5)
     # in a short fusion run, only the window's frames get correspondences
