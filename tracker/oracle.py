@@ -40,11 +40,12 @@ class OracleDegradation:
     """How `PerfectCorrespondenceTracker` spoils its exact correspondences (defaults: not at all).
 
     frames: (first, last) source frame indices, inclusive, that get correspondences, or several such windows
-      ((first, last), ...); the plain tracker tracks the others (None: every frame). fraction: the random share of the correspondences kept. noise_px:
-      Gaussian noise (sigma, pixels, each axis) added to the target pixels. outliers: the share of the kept
-      ones moved uniformly up to outlier_px pixels off (each axis). live_depth: the target depth is read from
-      the frame's depth at the rounded target pixel, as a correspondence network's would be (a pixel without
-      depth drops the match), instead of the exact one. seed: of the random choices.
+      ((first, last), ...), kept as a tuple of windows; the plain tracker tracks the others (None: every
+      frame). fraction: the random share of the correspondences kept. noise_px: Gaussian noise (sigma,
+      pixels, each axis) added to the target pixels. outliers: the share of the kept ones moved uniformly up
+      to outlier_px pixels off (each axis). live_depth: the target depth is read from the frame's depth at the
+      rounded target pixel, as a correspondence network's would be (a pixel without depth drops the match),
+      instead of the exact one. seed: of the random choices.
     """
 
     frames: tuple[int, int] | tuple[tuple[int, int], ...] | None = None
