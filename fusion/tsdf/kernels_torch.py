@@ -226,8 +226,9 @@ def update_t(vol: "TSDFVolume", frame: RGBDFrame, depth: np.ndarray, aff: np.nda
         u = torch.where(ok, torch.floor(uf + 0.5), torch.zeros_like(uf)).long().clamp(0, w - 1)
         r = torch.where(ok, torch.floor(vf + 0.5), torch.zeros_like(vf)).long().clamp(0, h - 1)
         d = d_img[r, u]
-        in_view = ok.clone()
-        ok &= (d > 0) & (d >= cfg.depth_min) & (d <= cfg.depth_max)
+        d_ok = (d > 0) & (d >= cfg.depth_min) & (d <= cfg.depth_max)
+        in_view = ok  # before the depth tests: what carving may mark free
+        ok = ok & d_ok
         sdf = d - z
         ok &= sdf >= -trunc
         if use_check:
@@ -259,7 +260,7 @@ def update_t(vol: "TSDFVolume", frame: RGBDFrame, depth: np.ndarray, aff: np.nda
             vol.weight_mesh[ids] = torch.where(om, torch.clamp(wm_new, max=float(cfg.max_weight)), wm_old)
             if use_carve:
                 cz = carve_img[r, u]
-                free = in_view & ~((d > 0) & (d >= cfg.depth_min) & (d <= cfg.depth_max)) & (cz > 0) & (z <= cz)
+                free = in_view & ~d_ok & (cz > 0) & (z <= cz)
                 cw = float(cfg.carve_weight)
                 wm_old = vol.weight_mesh[ids]
                 wm_new = wm_old + cw

@@ -81,8 +81,9 @@ def integrate_dense(
     u = np.clip(np.floor(uf + 0.5).astype(np.int64), 0, k.width - 1)
     r = np.clip(np.floor(vf + 0.5).astype(np.int64), 0, k.height - 1)
     d = frame.depth[r, u].astype(np.float64)
-    in_view = ok.copy()
-    ok &= (d > 0) & (d >= depth_min) & (d <= depth_max)
+    d_ok = (d > 0) & (d >= depth_min) & (d <= depth_max)
+    in_view = ok  # before the depth tests: what carving may mark free
+    ok = ok & d_ok
     sdf = d - z
     ok &= sdf >= -trunc
     if check is not None and check[3] > 0:
@@ -109,7 +110,7 @@ def integrate_dense(
     if carve is not None:
         cmap, cw = carve
         cz = np.asarray(cmap, np.float64)[r, u]
-        free = in_view & ~((d > 0) & (d >= depth_min) & (d <= depth_max)) & (cz > 0) & (z <= cz)
+        free = in_view & ~d_ok & (cz > 0) & (z <= cz)
         wo = wgt[free].astype(np.float64)
         tsdf[free] = ((tsdf[free] * wo + cw) / (wo + cw)).astype(np.float32)
         wgt[free] = np.minimum(wo + cw, max_weight).astype(np.float32)
